@@ -1,0 +1,39 @@
+// Builds dist/v1/* (loader, CSS, lazily loaded engines) and dist/manifest.json.
+import { build } from 'esbuild';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { gzipSync } from 'node:zlib';
+
+const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
+const OUT = 'dist/v1';
+rmSync('dist', { recursive: true, force: true });
+mkdirSync(OUT, { recursive: true });
+
+const common = {
+  bundle: true,
+  minify: true,
+  format: 'iife',
+  target: ['chrome100', 'firefox100', 'safari15'],
+  legalComments: 'none',
+  logLevel: 'warning',
+  define: { __VERSION__: JSON.stringify(pkg.version) },
+};
+
+await Promise.all([
+  build({ ...common, entryPoints: ['src/loader.js'], outfile: `${OUT}/retell-widget.js` }),
+  build({ ...common, entryPoints: ['src/widget.css'], outfile: `${OUT}/retell-widget.css` }),
+  build({ ...common, entryPoints: ['src/engines/gateway.js'], outfile: `${OUT}/engine-gateway.js` }),
+  build({ ...common, entryPoints: ['src/engines/livekit.js'], outfile: `${OUT}/engine-livekit.js` }),
+]);
+
+const files = {};
+for (const name of ['retell-widget.js', 'retell-widget.css', 'engine-gateway.js', 'engine-livekit.js']) {
+  const data = readFileSync(`${OUT}/${name}`);
+  files[`v1/${name}`] = {
+    bytes: data.length,
+    gzip: gzipSync(data, { level: 9 }).length,
+    integrity: `sha384-${createHash('sha384').update(data).digest('base64')}`,
+  };
+}
+writeFileSync('dist/manifest.json', `${JSON.stringify({ version: pkg.version, files }, null, 2)}\n`);
+for (const [name, f] of Object.entries(files)) console.log(`${name.padEnd(22)} ${String(f.bytes).padStart(7)} B  ${String(f.gzip).padStart(6)} B gzip`);

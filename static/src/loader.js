@@ -1,0 +1,327 @@
+// Loader: UI in a Shadow DOM, state machine, token request. Knows nothing about WebRTC:
+// call engines are separate files, fetched on demand, sharing one tiny interface.
+import { STRINGS } from './i18n.js';
+
+// Captured while this script runs: engine files and the CSS live beside it.
+const SELF = document.currentScript;
+const BASE = SELF && SELF.src ? new URL('./', SELF.src).href : '';
+const PREFIX = 'retell-widget:';
+const engines = {}; // name -> Promise<factory>
+const defined = {}; // name -> resolve
+const POSITIONS = ['bottom-right', 'bottom-left', 'top-right', 'top-left'];
+const THEMES = ['purple', 'blue', 'green', 'dark', 'light'];
+const COLORS = { primary: '--a', background: '--bg', text: '--fg' };
+
+const ICON = (d) =>
+  `<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false"><path d="${d}"/></svg>`;
+const MIC = ICON('M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1a7 7 0 0 0 6-6.9z');
+const HANG = ICON('M12 9c-1.6 0-3.1.3-4.6.7v3.1c0 .4-.2.7-.6.9-.9.5-1.8 1.1-2.5 1.8a1 1 0 0 1-1.4 0L.3 13a1 1 0 0 1 0-1.4C3.4 8.7 7.5 7 12 7s8.6 1.7 11.7 4.6a1 1 0 0 1 0 1.4l-2.5 2.5a1 1 0 0 1-1.4 0c-.8-.7-1.6-1.3-2.5-1.8a1 1 0 0 1-.6-.9V9.7C15.1 9.3 13.6 9 12 9z');
+
+function loadEngine(name) {
+  return (engines[name] ||= new Promise((resolve, reject) => {
+    defined[name] = resolve;
+    const s = document.createElement('script');
+    s.src = `${BASE}engine-${name}.js`;
+    s.async = true;
+    s.onload = () => s.remove();
+    s.onerror = () => {
+      s.remove();
+      delete engines[name];
+      reject(new Error(`engine ${name} failed to load`));
+    };
+    document.head.appendChild(s);
+  }));
+}
+
+const fmt = (ms) => {
+  const s = Math.floor(ms / 1000);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+};
+
+class RetellWidget {
+  constructor(options = {}) {
+    const o = (this.o = options);
+    const lang = String(o.lang || document.documentElement.lang || navigator.language || 'en')
+      .slice(0, 2)
+      .toLowerCase();
+    this.t = { ...STRINGS.en, ...STRINGS[lang], ...o.labels };
+    this.gen = 0;
+    const host = (this.host = document.createElement('retell-widget'));
+    host.dataset.position = POSITIONS.includes(o.position) ? o.position : POSITIONS[0];
+    host.dataset.theme = THEMES.includes(o.theme) ? o.theme : THEMES[0];
+    host.lang = lang in STRINGS ? lang : 'en';
+    const root = (this.root = host.attachShadow({ mode: 'open' }));
+    const t = this.t;
+    root.innerHTML = `<link rel="stylesheet" href="${BASE}retell-widget.css"><div class="w" hidden>
+<button type="button" class="launch">${MIC}<span></span></button>
+<div class="panel" role="group">
+<div class="head"><span class="title"></span><button type="button" class="close">×</button></div>
+<p class="msg"></p><p class="hint"></p>
+<div class="live"><span class="timer">0:00</span><span class="meter" aria-hidden="true"><i></i></span><span class="talk"></span></div>
+<div class="act"><button type="button" class="mute" aria-pressed="false">${MIC}<span></span></button><button type="button" class="hang">${HANG}<span></span></button><button type="button" class="retry"></button></div>
+</div><div class="sr" role="status" aria-live="polite"></div></div>`;
+    const $ = (this.$ = (c) => root.querySelector(`.${c}`));
+    const text = (c, v) => ($(c).textContent = v);
+    $('launch').querySelector('span').textContent = t.call;
+    $('mute').querySelector('span').textContent = t.mute;
+    $('panel').setAttribute('aria-label', t.title);
+    $('close').setAttribute('aria-label', t.close);
+    text('title', t.title);
+    text('talk', t.speaking);
+    for (const [k, v] of Object.entries(o.colors || {})) {
+      if (COLORS[k]) $('w').style.setProperty(COLORS[k], v);
+    }
+    // Reveal only once our own styles apply, so the host page never sees raw markup.
+    const show = () => ($('w').hidden = false);
+    root.querySelector('link').onload = show;
+    root.querySelector('link').onerror = show;
+
+    const on = (c, fn) => $(c).addEventListener('click', fn);
+    const quiet = () => this.start().catch(() => {});
+    on('launch', quiet);
+    on('retry', quiet);
+    on('hang', () => this.stop());
+    on('close', () => this.reset());
+    on('mute', () => (this.muted ? this.unmute() : this.mute()));
+    // Prefetch the default engine when the visitor shows intent.
+    const prefetch = () => loadEngine('gateway').catch(() => {});
+    $('launch').addEventListener('pointerenter', prefetch);
+    $('launch').addEventListener('focus', prefetch);
+    root.addEventListener('keydown', (e) => {
+      if (e.key === 'Escape' && (this.state === 'live' || this.state === 'connecting')) this.stop();
+    });
+    this.set('idle');
+    (document.body || document.documentElement).appendChild(host);
+  }
+
+  set(state, detail) {
+    const { $, t } = this;
+    const focused = this.root.activeElement;
+    this.state = state;
+    this.host.dataset.state = state;
+    const err = state === 'error' ? detail : null;
+    const msg = err ? t[`e_${err.code}`] || err.message : t[{ 'requesting-mic': 'mic' }[state] || state] || '';
+    $('msg').textContent = msg;
+    $('hint').textContent = err ? (t[`h_${err.code}`] || '').replace('{s}', err.retryAfter) : '';
+    $('hang').querySelector('span').textContent = state === 'live' ? t.hangup : t.cancel;
+    $('retry').textContent = state === 'ended' ? t.again : t.retry;
+    $('sr').textContent = state === 'idle' ? '' : [msg, $('hint').textContent].join(' ');
+    clearTimeout(this.wait);
+    const retry = $('retry');
+    retry.disabled = !!(err && err.retryAfter);
+    if (retry.disabled) this.wait = setTimeout(() => (retry.disabled = false), err.retryAfter * 1000);
+    // Keep keyboard users in the widget: move focus only if it was already here.
+    if (focused) {
+      const next = { idle: 'launch', live: 'mute', ended: 'retry', error: retry.disabled ? 'close' : 'retry' }[state];
+      if (next || !focused.getClientRects().length) $(next || 'hang').focus();
+    }
+    this.fire('state', { state });
+  }
+
+  fire(name, detail) {
+    window.dispatchEvent(new CustomEvent(PREFIX + name, { detail }));
+  }
+
+  start() {
+    if (this.pending) return this.pending;
+    if (this.state === 'live') return Promise.resolve();
+    this.pending = new Promise((resolve, reject) => {
+      this.resolve = resolve;
+      this.reject = reject;
+    });
+    this.run(++this.gen);
+    return this.pending;
+  }
+
+  async run(gen) {
+    const o = this.o;
+    const stale = () => gen !== this.gen;
+    this.set('requesting-mic');
+    // Mic first: never mint a token for a visitor who then denies the microphone.
+    try {
+      this.stream = await navigator.mediaDevices.getUserMedia({
+        audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
+      });
+    } catch (e) {
+      console.warn('[retell-widget] microphone:', e);
+      const denied = e.name === 'NotAllowedError' || e.name === 'SecurityError';
+      return stale() || this.fail(denied ? 'mic_denied' : 'no_mic');
+    }
+    if (stale()) return this.release();
+    this.set('connecting');
+    const id = crypto.randomUUID ? crypto.randomUUID() : String(Date.now());
+    let res, body;
+    try {
+      const payload = { agent_id: o.agentId, metadata: o.metadata, dynamic_variables: o.dynamicVariables };
+      res = await fetch(o.proxyEndpoint, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json', 'X-Request-ID': id },
+        body: JSON.stringify(payload),
+        credentials: 'omit',
+        cache: 'no-store',
+      });
+      body = await res.json().catch(() => ({}));
+    } catch (e) {
+      // No CORS headers (origin not allowlisted) and "server down" look the same from here.
+      console.error(`[retell-widget] token request to ${o.proxyEndpoint} failed (request ${id}):`, e);
+      return stale() || this.fail('unreachable');
+    }
+    if (stale()) return;
+    if (!res.ok) {
+      console.error(`[retell-widget] token request ${id}: HTTP ${res.status}`, body);
+      const s = res.status;
+      const retryAfter = Math.max(1, Math.ceil(body.retry_after || res.headers.get('Retry-After') || 30));
+      return s === 429
+        ? this.fail('rate_limited', { retryAfter })
+        : this.fail(s >= 500 ? 'unavailable' : 'not_allowed');
+    }
+    const name = body.transport === 'livekit' ? 'livekit' : 'gateway';
+    let engine;
+    try {
+      engine = (await loadEngine(name))((event, data) => stale() || this.onEngine(event, data));
+    } catch (e) {
+      console.error('[retell-widget]', e);
+      return stale() || this.fail('connect_failed');
+    }
+    if (stale()) return;
+    this.engine = engine;
+    this.callId = body.call_id;
+    engine
+      .connect({
+        token: body.access_token,
+        callId: body.call_id,
+        url: body.gateway_url,
+        iceServers: body.ice_servers,
+        stream: this.stream,
+      })
+      .catch((e) => stale() || this.onEngine('error', { code: 'connect_failed', message: String(e) }));
+  }
+
+  onEngine(event, data) {
+    if (event === 'level') {
+      const meter = this.$('meter');
+      meter.style.setProperty('--l', data.toFixed(3));
+      this.$('w').classList.toggle('talking', data > 0.04);
+    } else if (event === 'live' && this.state === 'connecting') {
+      this.t0 = Date.now();
+      this.tick = setInterval(() => (this.$('timer').textContent = fmt(Date.now() - this.t0)), 1000);
+      this.$('timer').textContent = '0:00';
+      this.set('live');
+      this.resolve();
+      this.pending = null;
+      this.fire('call-start', { callId: this.callId });
+      this.o.onCallStart?.({ callId: this.callId });
+    } else if (event === 'ended') {
+      this.end(data.reason);
+    } else if (event === 'error') {
+      if (data.message) console.error('[retell-widget] call:', data.message);
+      this.fail(data.code);
+    }
+  }
+
+  // Tear down the call and the mic; returns how long the call was live.
+  release() {
+    clearInterval(this.tick);
+    this.engine?.hangUp();
+    this.engine = null;
+    this.stream?.getTracks().forEach((track) => track.stop());
+    this.stream = null;
+    this.muted = false;
+    this.$('mute').setAttribute('aria-pressed', 'false');
+    this.$('w').classList.remove('talking', 'muted');
+    const ms = this.t0 ? Date.now() - this.t0 : 0;
+    this.t0 = 0;
+    return ms;
+  }
+
+  end(reason) {
+    const wasLive = this.state === 'live';
+    this.gen++;
+    const durationMs = this.release();
+    if (wasLive) {
+      this.set('ended');
+      this.fire('call-end', { durationMs, reason });
+      this.o.onCallEnd?.({ durationMs, reason });
+    } else {
+      this.settle({ code: 'cancelled', message: 'Call cancelled' });
+      this.set('idle');
+    }
+  }
+
+  fail(code, extra) {
+    const wasLive = this.state === 'live';
+    this.gen++;
+    const durationMs = this.release();
+    const error = { code, message: STRINGS.en[`e_${code}`], ...extra };
+    this.set('error', error);
+    if (wasLive) {
+      this.fire('call-end', { durationMs, reason: code });
+      this.o.onCallEnd?.({ durationMs, reason: code });
+    }
+    this.settle(error);
+    this.fire('error', error);
+    this.o.onError?.(error);
+  }
+
+  settle(error) {
+    if (this.pending) this.reject(error);
+    this.pending = null;
+  }
+
+  stop() {
+    if (this.state === 'live' || this.pending) this.end('hangup');
+  }
+
+  mute() {
+    this.setMuted(true);
+  }
+
+  unmute() {
+    this.setMuted(false);
+  }
+
+  setMuted(muted) {
+    if (this.state !== 'live') return;
+    this.muted = muted;
+    this.engine.setMuted(muted);
+    this.$('mute').setAttribute('aria-pressed', String(muted));
+    this.$('w').classList.toggle('muted', muted);
+  }
+
+  // Back to the launcher from ended/error.
+  reset() {
+    if (this.state === 'live' || this.pending) this.stop();
+    this.set('idle');
+  }
+
+  destroy() {
+    this.gen++;
+    this.release();
+    this.settle({ code: 'cancelled', message: 'Widget destroyed' });
+    clearTimeout(this.wait);
+    this.host.remove();
+    this.state = 'destroyed';
+  }
+
+  // Engine files call this when they load.
+  static _define(name, factory) {
+    defined[name]?.(factory);
+  }
+}
+
+RetellWidget.version = __VERSION__;
+window.RetellWidget = RetellWidget;
+
+// Zero-JS embed: <script src=".../retell-widget.js" data-proxy-endpoint="..." ...>.
+const data = SELF && SELF.dataset;
+if (data && data.proxyEndpoint) {
+  const boot = () =>
+    new RetellWidget({
+      proxyEndpoint: data.proxyEndpoint,
+      agentId: data.agentId,
+      position: data.position,
+      theme: data.theme,
+      lang: data.lang,
+    });
+  document.body ? boot() : document.addEventListener('DOMContentLoaded', boot);
+}
