@@ -1,0 +1,1 @@
+"""Deployment: gunicorn, nginx and systemd configuration, and `make run`."""

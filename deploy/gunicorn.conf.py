@@ -1,0 +1,130 @@
+"""Gunicorn settings for the token gateway: `gunicorn -c deploy/gunicorn.conf.py wsgi:app`.
+
+Every value can be overridden from the environment (GUNICORN_*), so the same file
+serves systemd, `make run`, the tests and the benchmarks.
+
+Worker class: gthread.
+  create-web-call spends almost all of its time waiting on Retell (hundreds of ms)
+  and very little on the CPU, so a sync worker would serve one visitor at a time.
+  gthread keeps the app's plain blocking code (requests, redis-py, flask-limiter)
+  safe without monkey-patching, holds idle keep-alive connections from nginx in its
+  poller instead of in a thread, and bounds concurrency per process explicitly.
+  gevent would allow more concurrent upstream waits per MB, at the price of
+  monkey-patching every library the app touches; adopt it only if the numbers
+  below show gthread cannot reach the bench targets.
+  Workers ~ cores + 1 (the GIL makes the CPU part per process), threads cover the
+  waiting: with 2 cores, 3 x 16 = 48 calls waiting on Retell at once, i.e. about
+  160 new calls/s at 300 ms upstream latency.
+
+  MEASURED (bench/, issue 7) -- fill in from bench/results/<date>.json:
+    gthread workers=? threads=?  D=150ms c=64:  ? req/s  p99 ? ms
+    gevent  workers=? conns=?    D=150ms c=64:  ? req/s  p99 ? ms
+    choice and why: ?
+
+Timeouts, ordered so that the innermost layer always gives up first and answers
+with its own JSON error (upstream_timeout) instead of a bare 502/504 from outside:
+  UPSTREAM_CONNECT_TIMEOUT + UPSTREAM_READ_TIMEOUT (3 + 10 s, app)
+    < timeout (20 s, gunicorn) < proxy_read_timeout (30 s, deploy/nginx).
+graceful_timeout is also longer than the upstream budget, so a reload or stop lets
+an in-flight create finish rather than cutting a call that Retell already minted.
+"""
+
+import json
+import multiprocessing
+import os
+import time
+
+from gunicorn.glogging import Logger
+
+
+def _env_int(name, default):
+    value = os.environ.get(name, "").strip()
+    return int(value) if value else default
+
+
+def _env_float(name, default):
+    value = os.environ.get(name, "").strip()
+    return float(value) if value else default
+
+
+# Loopback only by default; systemd passes a unix socket (see deploy/systemd/).
+bind = [b.strip() for b in os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")]
+backlog = 512
+
+worker_class = "gthread"
+workers = _env_int("GUNICORN_WORKERS", multiprocessing.cpu_count() + 1)
+threads = _env_int("GUNICORN_THREADS", 16)
+# nginx keeps upstream connections open (keepalive in the upstream block); this must
+# exceed nginx's idle reuse so gunicorn is not the side that closes mid-request.
+keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
+
+timeout = _env_int("GUNICORN_TIMEOUT", 20)
+graceful_timeout = _env_int("GUNICORN_GRACEFUL_TIMEOUT", 25)
+
+_upstream_budget = _env_float("UPSTREAM_CONNECT_TIMEOUT", 3) + _env_float(
+    "UPSTREAM_READ_TIMEOUT", 10
+)
+if not _upstream_budget < timeout <= graceful_timeout:
+    raise RuntimeError(
+        f"timeouts out of order: upstream {_upstream_budget:g}s must be < gunicorn timeout "
+        f"{timeout}s <= graceful_timeout {graceful_timeout}s"
+    )
+
+# Recycle workers now and then so a slow leak never becomes an outage; jitter keeps
+# them from all restarting at once.
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 2000)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 200)
+
+# The heartbeat file lives in RAM: a disk-backed tmp can stall it and get healthy
+# workers killed. gunicorn creates it with mkstemp and unlinks it at once.
+_SHM = "/dev/shm"  # noqa: S108
+worker_tmp_dir = _SHM if os.path.isdir(_SHM) else None
+
+# No control socket: its default path is under $HOME, which the hardened unit makes
+# unreadable and which two instances on one host would share.
+control_socket_disable = True
+
+# X-Forwarded-Proto is only believed from the local nginx.
+forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
+
+proc_name = os.environ.get("GUNICORN_PROC_NAME", "widget-gateway")
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+errorlog = "-"
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+
+
+class JsonAccessLogger(Logger):
+    """One JSON object per request on the access log, safe for any header content."""
+
+    def access(self, resp, req, environ, request_time):
+        if not self.access_log_enabled:
+            return
+        status = resp.status
+        if isinstance(status, str):
+            status = status.split(None, 1)[0]
+        headers = dict((k.lower(), v) for k, v in getattr(req, "headers", []) or [])
+        record = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "log": "access",
+            "remote": environ.get("REMOTE_ADDR"),
+            "forwarded_for": headers.get("x-forwarded-for"),
+            "method": environ.get("REQUEST_METHOD"),
+            "path": environ.get("PATH_INFO"),
+            "status": int(status) if str(status).isdigit() else status,
+            "bytes": getattr(resp, "sent", None),
+            "duration_ms": round(request_time.total_seconds() * 1000, 1),
+            "request_id": dict((k.lower(), v) for k, v in getattr(resp, "headers", []) or []).get(
+                "x-request-id"
+            )
+            or headers.get("x-request-id"),
+            "origin": headers.get("origin"),
+            "user_agent": (headers.get("user-agent") or "")[:200] or None,
+            "pid": os.getpid(),
+        }
+        try:
+            self.access_log.info(json.dumps(record, separators=(",", ":")))
+        except Exception:
+            self.exception("access log failed")
+
+
+logger_class = JsonAccessLogger

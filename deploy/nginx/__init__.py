@@ -1,0 +1,1 @@
+"""nginx site template and its renderer."""
