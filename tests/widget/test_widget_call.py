@@ -1,0 +1,147 @@
+"""The widget in real Chromium against the token gateway and the aiortc fake Retell gateway."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+STATE = "document.querySelector('retell-widget')?.dataset.state"
+SHADOW = "document.querySelector('retell-widget').shadowRoot"
+
+
+def seed_page(page_server, widget_origin, endpoint, head="", **options):
+    """The seed's snippet, unchanged in shape."""
+    opts = {"agentId": "agent_a", "proxyEndpoint": endpoint, **options}
+    return page_server.add(
+        f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width">
+<link rel="stylesheet" href="{widget_origin}/v1/retell-widget.css">{head}</head>
+<body><h1>Client Website</h1><p>This site now has an AI assistant widget!</p>
+<script src="{widget_origin}/v1/retell-widget.js"></script>
+<script>window.widget = new RetellWidget({json.dumps(opts)});</script>
+</body></html>"""
+    )
+
+
+def open_widget(page, url):
+    page.goto(url)
+    page.wait_for_function(f"{STATE} === 'idle'")
+    page.locator("retell-widget .launch").wait_for(state="visible")
+
+
+def events(page, kind=None):
+    evs = page.evaluate("window.__probe.events")
+    return [e for e in evs if kind is None or e["type"] == kind]
+
+
+def states(page):
+    return [e["state"] for e in events(page, "state")]
+
+
+def text(page, cls):
+    return page.locator(f"retell-widget .{cls}").inner_text()
+
+
+def audio_stats(page):
+    """Bytes and energy for the call's audio, from the browser's own getStats."""
+    return page.evaluate(
+        """async () => {
+      const pc = window.__probe.pcs.at(-1);
+      const out = { sent: 0, received: 0, energy: 0 };
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === 'outbound-rtp' && s.kind === 'audio') out.sent = s.bytesSent;
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+          out.received = s.bytesReceived;
+          out.energy = s.totalAudioEnergy;
+        }
+      });
+      return out;
+    }"""
+    )
+
+
+def go_live(page):
+    page.locator("retell-widget .launch").click()
+    page.wait_for_function(f"{STATE} === 'live'", timeout=15000)
+
+
+def test_seed_snippet_full_call(
+    page, page_server, widget_origin, token_gateway, fake_gateway, shoot, wait_for
+):
+    open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
+    assert text(page, "launch") == "Talk to our AI agent"
+    assert not [u for u in page.requested if "engine-" in u], "engine must load lazily"
+    shoot(page, "idle", docs=True)
+
+    go_live(page)
+    assert states(page)[:4] == ["idle", "requesting-mic", "connecting", "live"]
+    assert events(page, "call-start")[0]["callId"].startswith("call_")
+    assert text(page, "msg") == "Connected"
+
+    # Signalling followed the interface: POST offer with identity, trickle, bearer token.
+    post = fake_gateway.requests_for("POST")[-1]
+    call_id = post["body"]["call_id"]
+    assert post["path"] == f"/{call_id}/v1/webrtc/sessions"
+    assert post["body"]["identity"] == f"web-{call_id}"
+    assert post["body"]["sdp"].startswith("v=0")
+    session = fake_gateway.last_session()
+    wait_for(lambda: session.candidates)
+
+    # Audio flows both ways: the page receives the gateway's tone and sends the fake mic.
+    first = audio_stats(page)
+    time.sleep(1.2)
+    second = audio_stats(page)
+    assert second["received"] > first["received"] > 0
+    assert second["energy"] > first["energy"]
+    assert second["sent"] > first["sent"] > 0
+    t0 = time.monotonic()
+    wait_for(lambda: session.uplink_frames_since(t0) > 20)
+    assert session.uplink_peak_since(t0 - 1) > 100
+    level = wait_for(
+        lambda: (
+            float(
+                page.evaluate(
+                    f"{SHADOW}.querySelector('.meter').style.getPropertyValue('--l') || 0"
+                )
+            )
+            or None
+        )
+    )
+    assert level > 0.05
+    shoot(page, "live", docs=True)
+
+    # Mute stops the voice on the uplink; unmute brings it back.
+    page.locator("retell-widget .mute").click()
+    assert page.locator("retell-widget .mute").get_attribute("aria-pressed") == "true"
+    time.sleep(0.3)
+    t_mute = time.monotonic()
+    time.sleep(1.2)
+    assert session.uplink_frames_since(t_mute) > 20
+    assert session.uplink_peak_since(t_mute) == 0
+    shoot(page, "live-muted")
+    page.locator("retell-widget .mute").click()
+    assert page.locator("retell-widget .mute").get_attribute("aria-pressed") == "false"
+    time.sleep(0.3)
+    t_unmute = time.monotonic()
+    time.sleep(1.2)
+    assert session.uplink_peak_since(t_unmute) > 100
+
+    # Hang-up: DELETE reaches the gateway, the mic is released, the call-end event fires.
+    page.locator("retell-widget .hang").click()
+    page.wait_for_function(f"{STATE} === 'ended'")
+    wait_for(lambda: session.deleted)
+    assert fake_gateway.requests_for("DELETE")[-1]["path"].endswith(session.session_id)
+    assert page.evaluate(
+        "window.__probe.streams.every(s => s.getTracks().every(t => t.readyState === 'ended'))"
+    )
+    end = events(page, "call-end")[-1]
+    assert end["reason"] == "hangup" and end["durationMs"] >= 3000
+    assert text(page, "msg") == "Call ended"
+    shoot(page, "ended")
+    # No cookies, no storage.
+    assert page.evaluate("document.cookie") == ""
+    assert page.evaluate("localStorage.length + sessionStorage.length") == 0
