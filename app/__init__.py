@@ -1,0 +1,49 @@
+"""The token gateway: create_app() wires settings, extensions, the API and the CLI."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+
+from flask import Flask
+from flask_cors import CORS
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from app.admission import Admission
+from app.errors import register_error_handlers
+from app.extensions import redis_store, retell_client
+from app.logs import configure_logging, init_request_logging
+from config import Settings, load_settings
+
+MAX_BODY_BYTES = 8 * 1024
+log = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, object] | Settings | None = None) -> Flask:
+    """config: a Settings, or env-style overrides such as {"REDIS_URL": ...} for tests."""
+    settings = config if isinstance(config, Settings) else load_settings(overrides=config)
+    app = Flask(__name__)
+    app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
+    configure_logging(settings.log_level, (settings.retell_api_key.reveal(),))
+    if settings.usage_ip_mode == "hash" and not settings.usage_ip_hash_key:
+        log.warning("USAGE_IP_HASH_KEY is not set: hashing visitor IPs with a per-run random key")
+    hash_key = settings.usage_ip_hash_key.reveal() or secrets.token_hex(32)
+    app.config["USAGE_IP_HASH_KEY"] = hash_key.encode()
+
+    if settings.trusted_proxy_count:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxy_count)
+
+    redis_store.init_app(app)
+    retell_client.init_app(app)
+    app.extensions["admission"] = Admission(redis_store.client, settings.redis_key_prefix, settings)
+
+    from app import api, cli
+
+    app.register_blueprint(api.bp)
+    # Public read-only routes may be read from anywhere; create-web-call has its own CORS.
+    CORS(app, resources={r"/api/health.*": {}, r"/api/widget-version": {}}, origins="*")
+    register_error_handlers(app)
+    init_request_logging(app)
+    cli.init_app(app)
+    return app

@@ -1,0 +1,84 @@
+"""Who may start a call, decided in one Redis round trip (see admission.lua).
+
+The script checks the origin against its candidate allowlist entries, the agent against
+that entry's grants, and every rate limit at once (all or nothing, so a refused request
+spends no budget), and writes the usage entry itself when it says no.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from pathlib import Path
+
+import redis
+
+from app.origins import candidate_entries
+
+log = logging.getLogger(__name__)
+SCRIPT = (Path(__file__).with_name("admission.lua")).read_text()
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    outcome: (
+        str  # ok | allowed | origin_denied | invalid | agent_denied | agent_required | rate_limited
+    )
+    entry: str = ""
+    agent_id: str = ""
+    limit: int = 0
+    remaining: int = 0
+    reset: int = 0
+    retry_after: int = 0
+
+
+class Admission:
+    def __init__(self, client: redis.Redis, prefix: str, settings):
+        self.prefix = prefix
+        self.settings = settings
+        self.script = client.register_script(SCRIPT)
+        self.ip_limits = ",".join(f"{n}:{w}" for n, w in settings.rate_limit_per_ip)
+
+    def check(
+        self,
+        *,
+        mode: str,
+        origin: str | None,
+        implicit: bool = False,
+        agent_id: str = "",
+        body_status: int = 0,
+        body_code: str = "",
+        ip_bucket: str = "",
+        usage_fields: dict | None = None,
+    ) -> Decision:
+        """Raises redis.RedisError when Redis cannot answer (the caller fails closed)."""
+        candidates = candidate_entries(origin) if origin else []
+        fields = [str(v) for pair in (usage_fields or {}).items() for v in pair]
+        args = [
+            self.prefix,
+            mode,
+            "1" if implicit and origin else "0",
+            len(candidates),
+            *candidates,
+            agent_id,
+            body_status or "",
+            body_code,
+            ip_bucket,
+            self.ip_limits,
+            self.settings.rate_limit_per_origin_day,
+            self.settings.rate_limit_per_agent_day,
+            self.settings.usage_stream_maxlen,
+            *fields,
+        ]
+        reply = self.script(keys=[], args=args)
+        *values, problems = reply
+        if problems:
+            # A wrong-type key or a failed usage write: the request still failed closed.
+            log.warning("redis problems during admission: %s", problems)
+        outcome, entry, *rest = values
+        if outcome in ("ok", "rate_limited"):
+            agent, limit, remaining, reset, retry_after = rest
+            return Decision(
+                outcome, entry, agent, int(limit), int(remaining), int(reset), int(retry_after)
+            )
+        return Decision(outcome, entry, rest[0] if rest else "")

@@ -1,0 +1,45 @@
+"""Process-wide clients, each initialised by init_app: Redis and the Retell client."""
+
+from __future__ import annotations
+
+import redis
+from redis.backoff import NoBackoff
+from redis.retry import Retry
+
+from app.retell import RetellClient
+from config import Settings
+
+
+class RedisStore:
+    """One Redis client per process; short timeouts and no retries so we fail fast."""
+
+    def __init__(self):
+        self.client: redis.Redis | None = None
+        self.prefix = "widget:"
+
+    def init_app(self, app) -> None:
+        settings: Settings = app.config["SETTINGS"]
+        self.prefix = settings.redis_key_prefix
+        self.client = make_redis_client(settings)
+        app.extensions["redis"] = self
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+
+def make_redis_client(settings: Settings) -> redis.Redis:
+    timeout = settings.redis_socket_timeout
+    return redis.Redis.from_url(
+        settings.redis_url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=Retry(NoBackoff(), 0),
+        decode_responses=True,
+        health_check_interval=30,
+        max_connections=256,
+        client_name="retell-widget-gateway",
+    )
+
+
+redis_store = RedisStore()
+retell_client = RetellClient()

@@ -1,0 +1,198 @@
+"""The upstream client: one pooled requests.Session per process, v3 or v2 create-web-call.
+
+The widget gets one response shape whatever the API generation, and nothing else from the
+upstream body. A create is never retried: Retell has no idempotency key, so a retry after
+the request may have arrived could mint a second, orphaned (billed) call.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.util import Retry
+
+from app.errors import ApiError
+from config import Settings
+
+log = logging.getLogger(__name__)
+
+MAX_UPSTREAM_BYTES = 64 * 1024
+CALL_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+DEFAULT_RETRY_AFTER = 5
+
+
+class UpstreamFailure(ApiError):
+    """An upstream problem, already mapped to our status and code."""
+
+    def __init__(self, status, code, message, latency_ms, headers=None):
+        super().__init__(status, code, message, headers)
+        self.latency_ms = latency_ms
+
+
+class RetellClient:
+    def __init__(self, app=None):
+        self.session: requests.Session | None = None
+        if app is not None:
+            self.init_app(app)
+
+    def init_app(self, app) -> None:
+        self.settings: Settings = app.config["SETTINGS"]
+        session = requests.Session()
+        # total=0: no retries of any kind, including after a connection was reused.
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=64, max_retries=Retry(total=0))
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        session.trust_env = False  # no proxy or .netrc surprises from the environment
+        self.session = session
+        app.extensions["retell"] = self
+
+    def create_web_call(
+        self, agent_id: str, metadata: dict, dynamic_variables: dict
+    ) -> tuple[dict, int]:
+        """Returns (the widget's response body, upstream latency ms); raises UpstreamFailure."""
+        s = self.settings
+        body: dict = {"agent_id": agent_id, "metadata": metadata}
+        if dynamic_variables:
+            body["retell_llm_dynamic_variables"] = dynamic_variables
+        if s.max_call_duration_ms:
+            body["agent_override"] = {"agent": {"max_call_duration_ms": s.max_call_duration_ms}}
+        url = f"{s.retell_api_base}/{s.retell_api_version}/create-web-call"
+        headers = {
+            "Authorization": f"Bearer {s.retell_api_key.reveal()}",
+            "Accept": "application/json",
+        }
+        started = time.perf_counter()
+
+        def failure(status, code, message, headers=None):
+            elapsed = round((time.perf_counter() - started) * 1000)
+            return UpstreamFailure(status, code, message, elapsed, headers)
+
+        try:
+            response = self.session.post(
+                url,
+                json=body,
+                headers=headers,
+                timeout=(s.upstream_connect_timeout, s.upstream_read_timeout),
+                stream=True,
+                allow_redirects=False,
+            )
+            raw = _read_bounded(response)
+        except requests.Timeout:
+            raise failure(
+                504, "upstream_timeout", "The voice service did not answer in time."
+            ) from None
+        except (requests.RequestException, OSError) as exc:
+            log.warning("upstream request failed: %s", type(exc).__name__)
+            raise failure(
+                502, "upstream_error", "The voice service could not be reached."
+            ) from None
+        latency_ms = round((time.perf_counter() - started) * 1000)
+        if raw is None:
+            raise failure(502, "upstream_error", "The voice service sent an oversized answer.")
+        if not 200 <= response.status_code < 300:
+            raise _map_error(response, failure)
+        try:
+            return self._normalise(json.loads(raw)), latency_ms
+        except (ValueError, TypeError, KeyError):
+            log.warning("upstream answered %s with an unusable body", response.status_code)
+            raise failure(
+                502, "upstream_error", "The voice service sent an unusable answer."
+            ) from None
+
+    def _normalise(self, data: dict) -> dict:
+        token, call_id = data["access_token"], data["call_id"]
+        if not isinstance(token, str) or not token or not CALL_ID.match(str(call_id)):
+            raise ValueError("missing token or call id")
+        if self.settings.retell_api_version == "v2":
+            return {"access_token": token, "call_id": call_id, "transport": "livekit"}
+        result = {
+            "access_token": token,
+            "call_id": call_id,
+            "transport": "gateway",
+            "gateway_url": _gateway_url(data.get("url"))
+            or f"{self.settings.retell_gateway_base}/{call_id}",
+        }
+        if isinstance(data.get("expires_at"), int) and not isinstance(data["expires_at"], bool):
+            result["expires_at"] = data["expires_at"]
+        servers = _ice_servers(data.get("ice_servers"))
+        if servers:
+            result["ice_servers"] = servers
+        return result
+
+    def close(self) -> None:
+        if self.session is not None:
+            self.session.close()
+
+
+def _read_bounded(response: requests.Response) -> bytes | None:
+    """The body, or None when it is larger than MAX_UPSTREAM_BYTES."""
+    chunks, size = [], 0
+    try:
+        for chunk in response.iter_content(chunk_size=16384):
+            size += len(chunk)
+            if size > MAX_UPSTREAM_BYTES:
+                return None
+            chunks.append(chunk)
+    finally:
+        response.close()
+    return b"".join(chunks)
+
+
+def _map_error(response: requests.Response, failure) -> UpstreamFailure:
+    status = response.status_code
+    # Log the status only: the upstream body may echo what we sent.
+    if status in (401, 403):
+        log.error("UPSTREAM REJECTED OUR API KEY (HTTP %s): check RETELL_API_KEY", status)
+        return failure(502, "upstream_unauthorized", "The voice service refused our credentials.")
+    if status == 402:
+        log.error("upstream says payment required (HTTP 402): check the Retell account")
+        return failure(503, "upstream_payment_required", "The voice service is unavailable.")
+    if status in (404, 422):
+        return failure(404, "agent_not_found", "This voice agent does not exist.")
+    if status == 429:
+        retry_after = _retry_after(response.headers.get("Retry-After"))
+        return failure(
+            503,
+            "upstream_rate_limited",
+            "The voice service is busy; try again shortly.",
+            {"Retry-After": str(retry_after)},
+        )
+    log.warning("upstream answered HTTP %s", status)
+    return failure(502, "upstream_error", "The voice service failed to start the call.")
+
+
+def _retry_after(value: str | None) -> int:
+    try:
+        return max(1, min(int(value or DEFAULT_RETRY_AFTER), 3600))
+    except ValueError:
+        return DEFAULT_RETRY_AFTER
+
+
+def _gateway_url(value) -> str | None:
+    if isinstance(value, str) and value.startswith(("https://", "http://")) and len(value) < 500:
+        return value.rstrip("/")
+    return None
+
+
+def _ice_servers(value) -> list[dict]:
+    """Keeps only well-formed RTCIceServer dicts with string fields."""
+    servers = []
+    for item in value if isinstance(value, list) else []:
+        if not isinstance(item, dict):
+            continue
+        urls = item.get("urls")
+        if isinstance(urls, str):
+            urls = [urls]
+        if not isinstance(urls, list) or not urls or not all(isinstance(u, str) for u in urls):
+            continue
+        server = {"urls": urls}
+        for key in ("username", "credential"):
+            if isinstance(item.get(key), str):
+                server[key] = item[key]
+        servers.append(server)
+    return servers[:8]

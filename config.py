@@ -1,0 +1,221 @@
+"""Settings, read once from the environment at start-up.
+
+Every setting is documented in README.md's configuration table; keep the two in step.
+Nothing else in the code reads os.environ.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent
+
+LIMIT_PART = re.compile(
+    r"^\s*(\d+)\s*(?:per|/)\s*(\d+)?\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE
+)
+UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid; the message is one line for operators."""
+
+
+class Secret:
+    """Holds a secret so that repr(), str() and logging never show it."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str):
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def parse_limits(text: str) -> tuple[tuple[int, int], ...]:
+    """'10 per minute;100 per 15 minutes' -> ((10, 60), (100, 900)): (count, window seconds)."""
+    limits = []
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        match = LIMIT_PART.match(part)
+        if not match:
+            raise ValueError(f"cannot read limit {part!r} (expected e.g. '10 per minute')")
+        count, multiplier, unit = match.groups()
+        limits.append((int(count), int(multiplier or 1) * UNIT_SECONDS[unit.lower()]))
+    return tuple(limits)
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    app_env: str = "development"
+    retell_api_key: Secret = Secret("")
+    retell_api_base: str = "https://api.retellai.com"
+    retell_api_version: str = "v3"
+    retell_gateway_base: str = "https://api.retellai.com/webrtc-proxy"
+    upstream_connect_timeout: float = 3.0
+    upstream_read_timeout: float = 10.0
+    max_call_duration_ms: int | None = None
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    redis_key_prefix: str = "widget:"
+    redis_socket_timeout: float = 0.5
+    allow_insecure_origins: bool = False
+    cors_max_age: int = 600
+    rate_limit_per_ip: tuple[tuple[int, int], ...] = ((10, 60), (100, 900))
+    rate_limit_per_origin_day: int = 1000
+    rate_limit_per_agent_day: int = 0
+    trusted_proxy_count: int = 1
+    usage_stream_maxlen: int = 1_000_000
+    usage_ip_mode: str = "hash"
+    usage_ip_hash_key: Secret = Secret("")
+    widget_manifest: Path = ROOT / "static" / "dist" / "manifest.json"
+    widget_latest_version: str = ""
+    widget_changelog_url: str = ""
+    log_level: str = "INFO"
+
+    @property
+    def production(self) -> bool:
+        return self.app_env == "production"
+
+    @property
+    def insecure_origins_allowed(self) -> bool:
+        return self.allow_insecure_origins or not self.production
+
+
+# env var -> (field, parser). Parsers raise ValueError with a readable message.
+def _bool(value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("expected 1/0, true/false, yes/no")
+
+
+def _positive_float(value: str) -> float:
+    number = float(value)
+    if not 0 < number <= 600:
+        raise ValueError("expected seconds between 0 and 600")
+    return number
+
+
+def _non_negative_int(value: str) -> int:
+    number = int(value)
+    if number < 0:
+        raise ValueError("expected a whole number >= 0")
+    return number
+
+
+def _choice(*choices: str):
+    def parse(value: str) -> str:
+        if value not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _http_base(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError("expected an http(s) URL")
+    return value.rstrip("/")
+
+
+def _redis_url(value: str) -> str:
+    if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+        raise ValueError("expected a redis://, rediss:// or unix:// URL")
+    return value
+
+
+def _call_duration(value: str) -> int | None:
+    if not value:
+        return None
+    number = int(value)
+    if not 60_000 <= number <= 7_200_000:
+        raise ValueError("expected milliseconds between 60000 and 7200000")
+    return number
+
+
+FIELDS: dict[str, tuple[str, object]] = {
+    "APP_ENV": ("app_env", _choice("development", "production")),
+    "RETELL_API_KEY": ("retell_api_key", lambda v: Secret(v.strip())),
+    "RETELL_API_BASE": ("retell_api_base", _http_base),
+    "RETELL_API_VERSION": ("retell_api_version", _choice("v3", "v2")),
+    "RETELL_GATEWAY_BASE": ("retell_gateway_base", _http_base),
+    "UPSTREAM_CONNECT_TIMEOUT": ("upstream_connect_timeout", _positive_float),
+    "UPSTREAM_READ_TIMEOUT": ("upstream_read_timeout", _positive_float),
+    "MAX_CALL_DURATION_MS": ("max_call_duration_ms", _call_duration),
+    "REDIS_URL": ("redis_url", _redis_url),
+    "REDIS_KEY_PREFIX": ("redis_key_prefix", str),
+    "REDIS_SOCKET_TIMEOUT": ("redis_socket_timeout", _positive_float),
+    "ALLOW_INSECURE_ORIGINS": ("allow_insecure_origins", _bool),
+    "CORS_MAX_AGE": ("cors_max_age", _non_negative_int),
+    "RATE_LIMIT_PER_IP": ("rate_limit_per_ip", parse_limits),
+    "RATE_LIMIT_PER_ORIGIN_DAY": ("rate_limit_per_origin_day", _non_negative_int),
+    "RATE_LIMIT_PER_AGENT_DAY": ("rate_limit_per_agent_day", _non_negative_int),
+    "TRUSTED_PROXY_COUNT": ("trusted_proxy_count", _non_negative_int),
+    "USAGE_STREAM_MAXLEN": ("usage_stream_maxlen", _non_negative_int),
+    "USAGE_IP_MODE": ("usage_ip_mode", _choice("hash", "truncate", "full", "none")),
+    "USAGE_IP_HASH_KEY": ("usage_ip_hash_key", lambda v: Secret(v.strip())),
+    "WIDGET_MANIFEST": ("widget_manifest", Path),
+    "WIDGET_LATEST_VERSION": ("widget_latest_version", str),
+    "WIDGET_CHANGELOG_URL": ("widget_changelog_url", str),
+    "LOG_LEVEL": ("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
+}
+FIELD_TO_ENV = {field: name for name, (field, _) in FIELDS.items()}
+REQUIRED_IN_PRODUCTION = ("RETELL_API_KEY", "REDIS_URL")
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None, overrides: Mapping[str, object] | None = None
+) -> Settings:
+    """Builds Settings from env-style names (environ, then overrides); raises ConfigError."""
+    source = dict(os.environ if environ is None else environ)
+    values: dict[str, object] = {}
+    given = {name: str(source[name]) for name in FIELDS if name in source}
+    for name, value in (overrides or {}).items():
+        if name not in FIELDS:
+            raise ConfigError(f"unknown setting {name}")
+        if isinstance(value, str):
+            given[name] = value
+        else:
+            given.pop(name, None)
+            values[FIELDS[name][0]] = value
+    for name, raw in given.items():
+        field, parse = FIELDS[name]
+        try:
+            values[field] = parse(raw)  # type: ignore[operator]
+        except ValueError as exc:
+            raise ConfigError(f"{name} is invalid: {exc}") from None
+    settings = Settings(**values)
+    if settings.production:
+        missing = [
+            name
+            for name in REQUIRED_IN_PRODUCTION
+            if name not in given and name not in (overrides or {})
+        ]
+        if settings.usage_ip_mode == "hash" and not settings.usage_ip_hash_key:
+            missing.append("USAGE_IP_HASH_KEY")
+        if not settings.retell_api_key and "RETELL_API_KEY" not in missing:
+            missing.append("RETELL_API_KEY")
+        if missing:
+            raise ConfigError(f"APP_ENV=production needs {', '.join(missing)} to be set")
+    return settings
