@@ -214,7 +214,8 @@ def _preflight(gate, origin, implicit, raw_origins):
     if decision.outcome != "allowed":
         raise _refused()
     g.cors_origin = raw_origins[0]
-    response = current_app.response_class(status=204)
+    response = current_app.response_class(status=204, content_type=None)
+    response.headers.pop("Content-Type", None)
     response.headers["Access-Control-Allow-Methods"] = "POST, OPTIONS"
     response.headers["Access-Control-Allow-Headers"] = PREFLIGHT_HEADERS
     response.headers["Access-Control-Max-Age"] = str(_settings().cors_max_age)

@@ -39,8 +39,20 @@ class JsonFormatter(logging.Formatter):
         return line
 
 
+class StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now (so test capture and reopened streams work)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value):
+        pass
+
+
 def configure_logging(level: str, secrets: tuple[str, ...]) -> None:
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(JsonFormatter(secrets))
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_retell_widget", False)]:

@@ -1,0 +1,88 @@
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from config import ConfigError, Secret, load_settings, parse_limits
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_defaults_match_the_documented_ones():
+    s = load_settings({})
+    assert s.app_env == "development"
+    assert s.retell_api_base == "https://api.retellai.com"
+    assert s.retell_api_version == "v3"
+    assert s.retell_gateway_base == "https://api.retellai.com/webrtc-proxy"
+    assert (s.upstream_connect_timeout, s.upstream_read_timeout) == (3.0, 10.0)
+    assert s.rate_limit_per_ip == ((10, 60), (100, 900))
+    assert s.rate_limit_per_origin_day == 1000
+    assert s.redis_key_prefix == "widget:"
+    assert s.usage_stream_maxlen == 1_000_000
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("10 per minute;100 per 15 minutes", ((10, 60), (100, 900))),
+        ("5/second", ((5, 1),)),
+        ("1000 per day", ((1000, 86400),)),
+        ("", ()),
+    ],
+)
+def test_parse_limits(text, expected):
+    assert parse_limits(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("RETELL_API_VERSION", "v4"),
+        ("REDIS_URL", "http://localhost"),
+        ("UPSTREAM_READ_TIMEOUT", "-1"),
+        ("UPSTREAM_CONNECT_TIMEOUT", "soon"),
+        ("APP_ENV", "staging"),
+        ("RATE_LIMIT_PER_IP", "lots"),
+        ("USAGE_IP_MODE", "everything"),
+        ("MAX_CALL_DURATION_MS", "10"),
+    ],
+)
+def test_invalid_values_are_refused_with_the_setting_named(name, value):
+    with pytest.raises(ConfigError, match=name):
+        load_settings({name: value})
+
+
+def test_production_requires_key_redis_and_hash_key():
+    with pytest.raises(ConfigError) as info:
+        load_settings({"APP_ENV": "production"})
+    message = str(info.value)
+    for name in ("RETELL_API_KEY", "REDIS_URL", "USAGE_IP_HASH_KEY"):
+        assert name in message
+    ok = load_settings(
+        {
+            "APP_ENV": "production",
+            "RETELL_API_KEY": "key_x",
+            "REDIS_URL": "redis://r:6379/0",
+            "USAGE_IP_HASH_KEY": "h",
+        }
+    )
+    assert ok.production and not ok.insecure_origins_allowed
+
+
+def test_secret_never_shows_in_repr():
+    s = load_settings({"RETELL_API_KEY": "key_supersecret_value"})
+    assert "key_supersecret_value" not in repr(s)
+    assert "key_supersecret_value" not in str(s.retell_api_key)
+    assert s.retell_api_key.reveal() == "key_supersecret_value"
+    assert not Secret("")
+
+
+def test_wsgi_refuses_to_start_in_production_with_one_line():
+    env = {"APP_ENV": "production", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run(
+        [sys.executable, "-c", "import wsgi"], cwd=ROOT, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("configuration error: APP_ENV=production needs")
