@@ -11,6 +11,7 @@ Production, on the server (see deploy/README.md):
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 from dataclasses import asdict, dataclass, replace
@@ -20,7 +21,7 @@ import jinja2
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
 NGINX_BINARY = shutil.which("nginx") or "/usr/sbin/nginx"
-SNIPPETS = ("security-headers.conf", "static.conf", "proxy.conf")
+SNIPPETS = ("security-headers.conf", "cdn-headers.conf", "static.conf", "proxy.conf")
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,8 @@ class SiteSettings:
     upstream_servers: tuple[str, ...] = ("unix:/run/widget-gateway/gunicorn.sock",)
     upstream_name: str = "widget_gateway"
     dist_root: str = "/srv/widget-gateway/static/dist"
-    version_dir: str = "v1"
+    # The release directory that /latest/ serves.
+    latest_dir: str = "v1"
     latest_max_age: int = 300
     zone_name: str = "widget_create"
     limit_rate: str = "5r/s"
@@ -84,6 +86,7 @@ def render_files(settings: SiteSettings) -> dict[str, str]:
     context = asdict(settings)
     context.update(
         security_headers_path=f"{conf_dir}/security-headers.conf",
+        cdn_headers_path=f"{conf_dir}/cdn-headers.conf",
         static_include_path=f"{conf_dir}/static.conf",
         proxy_include_path=f"{conf_dir}/proxy.conf",
     )
@@ -105,7 +108,7 @@ def write_site(settings: SiteSettings, out_dir: str | Path) -> Path:
 
 MAIN_CONF = """\
 # Standalone nginx.conf for running the site unprivileged from a temp prefix.
-worker_processes 1;
+{user}worker_processes 1;
 daemon off;
 pid {prefix}/nginx.pid;
 error_log stderr warn;
@@ -121,21 +124,43 @@ http {{
     uwsgi_temp_path {prefix}/tmp/uwsgi;
     scgi_temp_path {prefix}/tmp/scgi;
     include {site};
-}}
+{demo}}}
+"""
+
+DEMO_SERVER = """
+    # The demo "client site": a second origin that embeds the widget (local only).
+    server {{
+        listen 127.0.0.1:{port};
+        server_name localhost;
+        access_log off;
+        root {root};
+        types {{ text/html html; }}
+        location / {{
+            try_files $uri $uri/index.html =404;
+            add_header Cache-Control "no-store";
+        }}
+    }}
 """
 
 
-def write_local(prefix: str | Path, **kwargs) -> Path:
+def write_local(
+    prefix: str | Path, *, demo_port: int | None = None, demo_root: str | None = None, **kwargs
+) -> Path:
     """Render the local variant plus a main nginx.conf under prefix; return its path.
 
-    kwargs go to local_settings (port, upstream, dist_root, and any overrides).
+    kwargs go to local_settings (port, upstream, dist_root, and any overrides);
+    demo_port/demo_root add a second server for the demo client site.
     """
     prefix = Path(prefix).resolve()
     conf_dir = prefix / "conf"
     (prefix / "tmp").mkdir(parents=True, exist_ok=True)
     site = write_site(local_settings(conf_dir=str(conf_dir), **kwargs), conf_dir)
     main = conf_dir / "nginx.conf"
-    main.write_text(MAIN_CONF.format(prefix=prefix, site=site))
+    demo = DEMO_SERVER.format(port=demo_port, root=demo_root) if demo_port else ""
+    # Started as root, nginx would drop its workers to "nobody", who cannot read a
+    # private temp dir; locally they keep the invoking user.
+    user = "user root;\n" if os.geteuid() == 0 else ""
+    main.write_text(MAIN_CONF.format(prefix=prefix, site=site, demo=demo, user=user))
     return main
 
 

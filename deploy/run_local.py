@@ -1,0 +1,357 @@
+"""`make run`: the whole stack on loopback, in the foreground, stopped by Ctrl-C.
+
+    Redis          REDIS_URL if set; else redis-server on a free port in a temp dir;
+                   else fakeredis's TCP server (said which at start-up)
+    fake Retell    tests.fakes.retell + tests.fakes.gateway, only when RETELL_API_KEY
+                   is unset (announced in one line)
+    gunicorn       deploy/gunicorn.conf.py, APP_ENV=production, production limits,
+                   TRUSTED_PROXY_COUNT=1 behind nginx
+    nginx          deploy/nginx rendered for loopback: widget files + /api/ on --port
+    demo site      a second origin on --demo-port with the widget embedded; its origin
+                   and a demo agent are allowlisted before the URLs are printed
+
+honcho supervises the processes: if one dies, the rest are stopped; Ctrl-C
+(SIGINT) or SIGTERM stops them all, each in its own process group.
+
+Ports: --port / RUN_PORT (8000), --demo-port / RUN_DEMO_PORT (8001); the internal
+services take free ports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO_DIR = Path(__file__).resolve().parent / "demo"
+DEFAULT_DEMO_AGENT = "agent_demo"
+FAKE_API_KEY = "key_local_fake_retell"
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
+
+def wait_for_port(port: int, timeout: float = 15, process=None, host: str = "127.0.0.1"):
+    """Block until something accepts TCP connections on host:port."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode} before listening")
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
+
+
+def wait_for_http(url: str, timeout: float = 30, ok=(200,)) -> None:
+    deadline = time.monotonic() + timeout
+    last = None
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 -- loopback
+                if resp.status in ok:
+                    return
+                last = resp.status
+        except Exception as exc:  # noqa: BLE001 -- any failure means "not yet"
+            last = exc
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not ready after {timeout}s (last: {last})")
+
+
+def _python() -> str:
+    return sys.executable
+
+
+def _gunicorn() -> str:
+    candidate = Path(sys.executable).with_name("gunicorn")
+    return str(candidate) if candidate.exists() else "gunicorn"
+
+
+def _cmd(*parts: object) -> str:
+    # honcho runs commands through a shell; exec so signals reach the program itself.
+    return "exec " + " ".join(shlex.quote(str(p)) for p in parts)
+
+
+def render_demo(out_dir: Path, *, widget_base: str, api_url: str, agent_id: str) -> Path:
+    """Fill the demo page's placeholders; returns the directory to serve."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    page = (DEMO_DIR / "index.html").read_text()
+    for key, value in {
+        "{{WIDGET_BASE}}": widget_base,
+        "{{API_URL}}": api_url,
+        "{{AGENT_ID}}": agent_id,
+    }.items():
+        page = page.replace(key, value)
+    (out_dir / "index.html").write_text(page)
+    return out_dir
+
+
+def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dict, list[str]]:
+    """Work out processes, the app's environment and the lines to announce."""
+    from deploy.nginx.render import nginx_command, write_local
+
+    env = dict(environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    processes: list[tuple[str, str]] = []
+    notes: list[str] = []
+
+    # Redis
+    if environ.get("REDIS_URL"):
+        notes.append(f"Redis: using REDIS_URL from the environment ({environ['REDIS_URL']})")
+    else:
+        redis_port = free_port()
+        redis_server = shutil.which("redis-server")
+        env["REDIS_URL"] = f"redis://127.0.0.1:{redis_port}/0"
+        if redis_server:
+            redis_dir = workdir / "redis"
+            redis_dir.mkdir()
+            processes.append(
+                (
+                    "redis",
+                    _cmd(
+                        redis_server,
+                        "--port",
+                        redis_port,
+                        "--bind",
+                        "127.0.0.1",
+                        "--dir",
+                        redis_dir,
+                        "--save",
+                        "",
+                        "--appendonly",
+                        "no",
+                        "--loglevel",
+                        "warning",
+                    ),
+                )
+            )
+            notes.append(f"Redis: started redis-server on 127.0.0.1:{redis_port} ({redis_dir})")
+        else:
+            processes.append(
+                ("redis", _cmd(_python(), "-m", "deploy.run_local", "fakeredis", redis_port))
+            )
+            notes.append(
+                f"Redis: redis-server is not installed; using fakeredis's TCP server "
+                f"on 127.0.0.1:{redis_port} (in memory, single process)"
+            )
+
+    # Retell
+    if environ.get("RETELL_API_KEY"):
+        notes.append(f"Retell: using RETELL_API_KEY against {env.get('RETELL_API_BASE', 'Retell')}")
+    else:
+        retell_port, gateway_port = free_port(), free_port()
+        gateway_url = f"http://127.0.0.1:{gateway_port}"
+        processes.append(
+            (
+                "retell",
+                _cmd(
+                    _python(),
+                    "-m",
+                    "tests.fakes.retell",
+                    "--port",
+                    retell_port,
+                    "--gateway-url",
+                    gateway_url,
+                ),
+            )
+        )
+        processes.append(
+            ("gateway", _cmd(_python(), "-m", "tests.fakes.gateway", "--port", gateway_port))
+        )
+        env.update(
+            RETELL_API_KEY=FAKE_API_KEY,
+            RETELL_API_BASE=f"http://127.0.0.1:{retell_port}",
+            RETELL_GATEWAY_BASE=gateway_url,
+            RETELL_API_VERSION="v3",
+        )
+        notes.append(
+            f"RETELL_API_KEY is not set: using the FAKE Retell API on 127.0.0.1:{retell_port} "
+            f"and a fake WebRTC gateway on {gateway_url} (no real calls are made)"
+        )
+
+    # The app, configured as in production except that http:// demo origins are allowed.
+    app_port = free_port()
+    env.setdefault("APP_ENV", "production")
+    env.setdefault("ALLOW_INSECURE_ORIGINS", "1")
+    env.setdefault("TRUSTED_PROXY_COUNT", "1")
+    env.setdefault("USAGE_IP_HASH_KEY", secrets.token_hex(32))
+    env.setdefault("WIDGET_MANIFEST", str(args.dist_root / "manifest.json"))
+    env["GUNICORN_BIND"] = f"127.0.0.1:{app_port}"
+    env.setdefault("GUNICORN_WORKERS", "2")
+    processes.append(
+        (
+            "web",
+            _cmd(_gunicorn(), "-c", ROOT / "deploy" / "gunicorn.conf.py", "wsgi:app"),
+        )
+    )
+
+    # nginx: the widget's origin (files + API) and, as a second server, the demo site.
+    public = f"http://localhost:{args.port}"
+    demo = f"http://localhost:{args.demo_port}"
+    demo_root = render_demo(
+        workdir / "demo",
+        widget_base=f"{public}/v1",
+        api_url=f"{public}/api/create-web-call",
+        agent_id=args.agent_id,
+    )
+    nginx_prefix = workdir / "nginx"
+    conf = write_local(
+        nginx_prefix,
+        port=args.port,
+        upstream=f"127.0.0.1:{app_port}",
+        dist_root=str(args.dist_root),
+        demo_port=args.demo_port,
+        demo_root=str(demo_root),
+    )
+    processes.append(("nginx", _cmd(*nginx_command(nginx_prefix, conf))))
+
+    # Seeds the allowlist once Redis answers, waits for health, prints the URLs.
+    processes.append(
+        (
+            "ready",
+            _cmd(
+                _python(),
+                "-m",
+                "deploy.run_local",
+                "ready",
+                "--public",
+                public,
+                "--demo",
+                demo,
+                "--agent-id",
+                args.agent_id,
+            ),
+        )
+    )
+    env["RUN_LOCAL_DEMO_ORIGINS"] = f"{demo} http://127.0.0.1:{args.demo_port}"
+    return processes, env, notes
+
+
+def run_stack(args) -> int:
+    from honcho.manager import Manager
+
+    for port in (args.port, args.demo_port):
+        if not port_is_free(port):
+            print(f"port {port} is in use; pick another with --port/--demo-port", file=sys.stderr)
+            return 2
+    if not (args.dist_root / "v1").is_dir():
+        print(f"warning: {args.dist_root}/v1 is missing; run `make build`", file=sys.stderr)
+
+    workdir = Path(tempfile.mkdtemp(prefix="widget-run-"))
+    try:
+        processes, env, notes = plan(args, dict(os.environ), workdir)
+        for line in notes:
+            print(f"==> {line}", flush=True)
+        manager = Manager()
+        for name, cmd in processes:
+            manager.add_process(name, cmd, env=env, cwd=str(ROOT))
+        manager.loop()
+        # A Ctrl-C or SIGTERM that stopped everything is a clean exit.
+        return 0 if manager.returncode in (0, 130, 143, -2, -15) else manager.returncode
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def ready(args) -> int:
+    """Allowlist the demo origins, wait until the API answers, print where to go."""
+    import redis
+
+    settings_prefix = os.environ.get("REDIS_KEY_PREFIX", "widget:")
+    client = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=2)
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client.ping()
+            break
+        except redis.RedisError:
+            if time.monotonic() > deadline:
+                print("Redis did not come up", file=sys.stderr)
+                return 1
+            time.sleep(0.1)
+    origins = os.environ.get("RUN_LOCAL_DEMO_ORIGINS", args.demo).split()
+    for origin in origins:
+        client.sadd(f"{settings_prefix}origins", origin)
+        client.sadd(f"{settings_prefix}agents:{origin}", args.agent_id)
+    wait_for_http(f"{args.public}/api/health/ready", timeout=60)
+    wait_for_http(f"{args.demo}/", timeout=10)
+    print(
+        "\n"
+        f"  Demo client site : {args.demo}/   (widget embedded; origin allowlisted)\n"
+        f"  Widget files     : {args.public}/v1/retell-widget.js\n"
+        f"  API              : {args.public}/api/create-web-call\n"
+        f"  Health           : {args.public}/api/health/ready\n"
+        f"  Demo agent       : {args.agent_id}\n"
+        "  Press Ctrl-C to stop everything.\n",
+        flush=True,
+    )
+    # Stay up: honcho stops the whole stack when any process exits.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    while True:
+        signal.pause()
+
+
+def fakeredis_server(port: int) -> int:
+    from fakeredis import TcpFakeServer
+
+    server = TcpFakeServer(("127.0.0.1", port), server_type="redis")
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["fakeredis"]:
+        return fakeredis_server(int(argv[1]))
+    if argv[:1] == ["ready"]:
+        parser = argparse.ArgumentParser(prog="run_local ready")
+        parser.add_argument("--public", required=True)
+        parser.add_argument("--demo", required=True)
+        parser.add_argument("--agent-id", required=True)
+        try:
+            return ready(parser.parse_args(argv[1:]))
+        except KeyboardInterrupt:
+            return 0
+
+    parser = argparse.ArgumentParser(description="Run the whole stack locally (make run).")
+    parser.add_argument("--port", type=int, default=int(os.environ.get("RUN_PORT", 8000)))
+    parser.add_argument("--demo-port", type=int, default=int(os.environ.get("RUN_DEMO_PORT", 8001)))
+    parser.add_argument("--agent-id", default=os.environ.get("DEMO_AGENT_ID", DEFAULT_DEMO_AGENT))
+    parser.add_argument(
+        "--dist-root", type=Path, default=Path(os.environ.get("WIDGET_DIST", ROOT / "static/dist"))
+    )
+    args = parser.parse_args(argv)
+    args.dist_root = args.dist_root.resolve()
+    return run_stack(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
