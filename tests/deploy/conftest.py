@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 
-from tests.deploy.helpers import recording_upstream, run_nginx
+from tests.deploy.helpers import (
+    Nginx,
+    recording_upstream,
+    run_nginx,
+    stop_process,
+    wait_until,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
 
 SECRET = "TOP-SECRET-NEXT-TO-DIST"
 
@@ -54,3 +67,63 @@ def static_nginx(tmp_path_factory, dist_dir, upstream):
 @pytest.fixture
 def need_nginx():
     _need_nginx()
+
+
+GUNICORN = str(Path(sys.executable).with_name("gunicorn"))
+
+
+@dataclass
+class Stack:
+    """gunicorn (deploy config, unix socket) behind nginx (local rendering)."""
+
+    nginx: Nginx
+    gunicorn: subprocess.Popen
+    socket: Path
+    log: Path
+
+    @property
+    def port(self) -> int:
+        return self.nginx.port
+
+
+def stack_env(redis_url: str, retell, **overrides) -> dict:
+    """The production settings: production limits and TRUSTED_PROXY_COUNT=1."""
+    env = dict(os.environ)
+    for name in list(env):
+        if name.startswith(("RATE_LIMIT_", "GUNICORN_")) or name == "TRUSTED_PROXY_COUNT":
+            del env[name]
+    env.update(
+        APP_ENV="production",
+        REDIS_URL=redis_url,
+        RETELL_API_BASE=retell.url,
+        RETELL_API_KEY=retell.api_key,
+        USAGE_IP_HASH_KEY="deploy-test-hash-key",
+        GUNICORN_WORKERS="2",
+        PYTHONUNBUFFERED="1",
+    )
+    env.update(overrides)
+    return env
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory, dist_dir, redis_server, _fake_retell_server):
+    _need_nginx()
+    base = tmp_path_factory.mktemp("stack")
+    sock = base / "gunicorn.sock"
+    log = base / "gunicorn.log"
+    env = stack_env(redis_server.url, _fake_retell_server, GUNICORN_BIND=f"unix:{sock}")
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [GUNICORN, "-c", str(ROOT / "deploy" / "gunicorn.conf.py"), "wsgi:app"],
+            cwd=ROOT,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        assert wait_until(lambda: sock.exists() or proc.poll() is not None, 20), log.read_text()
+        assert proc.poll() is None, log.read_text()
+        with run_nginx(base / "nginx", upstream=f"unix:{sock}", dist_root=dist_dir) as nginx:
+            yield Stack(nginx=nginx, gunicorn=proc, socket=sock, log=log)
+    finally:
+        stop_process(proc, timeout=30)

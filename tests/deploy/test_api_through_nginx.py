@@ -1,0 +1,105 @@
+"""The real app under gunicorn (deploy config) behind nginx, production settings."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.deploy.helpers import fetch
+from tests.deploy.test_nginx_static import assert_security_headers
+
+pytestmark = pytest.mark.nginx
+
+ORIGIN = "https://client-a.example"
+AGENT = "agent_deploy"
+
+
+def create_call(stack, *, origin=ORIGIN, source="127.0.0.1", headers=None, agent=AGENT):
+    return fetch(
+        stack.port,
+        "/api/create-web-call",
+        method="POST",
+        headers={"Content-Type": "application/json", "Origin": origin, **(headers or {})},
+        body=json.dumps({"agent_id": agent}),
+        source=source,
+    )
+
+
+def test_allowed_origin_gets_a_token_with_exact_cors(stack, allow_origin, fake_retell):
+    allow_origin(ORIGIN, AGENT)
+    reply = create_call(stack, source="127.0.0.51")
+    assert reply.status == 201, reply.body
+    assert reply.json()["access_token"]
+    assert reply.header_all("Access-Control-Allow-Origin") == [ORIGIN]
+    assert "Origin" in reply.header("Vary")
+    assert reply.header("X-Request-ID")
+    assert_security_headers(reply)
+    assert len(fake_retell.requests) == 1
+
+
+def test_preflight_passes_through_untouched(stack, allow_origin, fake_retell):
+    allow_origin(ORIGIN, AGENT)
+    reply = fetch(
+        stack.port,
+        "/api/create-web-call",
+        method="OPTIONS",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type",
+        },
+    )
+    assert reply.status in (200, 204)
+    assert reply.header_all("Access-Control-Allow-Origin") == [ORIGIN]
+    assert "POST" in reply.header("Access-Control-Allow-Methods")
+    assert fake_retell.requests == []
+
+
+@pytest.mark.parametrize(
+    "origin", ["https://evil.example", "https://client-a.example.evil.example", "null"]
+)
+def test_refused_origin_gets_403_without_cors(stack, allow_origin, fake_retell, origin):
+    allow_origin(ORIGIN, AGENT)
+    reply = create_call(stack, origin=origin, source="127.0.0.52")
+    assert reply.status == 403
+    assert reply.json()["error"] == "origin_not_allowed"
+    assert reply.header("Access-Control-Allow-Origin") is None
+    assert fake_retell.requests == []
+
+
+def test_spoofed_forwarded_for_does_not_escape_the_per_ip_limit(stack, allow_origin, fake_retell):
+    """Production default: 10 per minute per client address (RATE_LIMIT_PER_IP)."""
+    allow_origin(ORIGIN, AGENT)
+    statuses = [
+        create_call(
+            stack, source="127.0.0.61", headers={"X-Forwarded-For": f"198.51.100.{i}"}
+        ).status
+        for i in range(11)
+    ]
+    assert statuses == [201] * 10 + [429]
+    refused = create_call(stack, source="127.0.0.61", headers={"X-Forwarded-For": "10.9.9.9"})
+    assert refused.status == 429
+    body = refused.json()
+    assert body["error"] == "rate_limited" and body["retry_after"] > 1
+    # The app's own 429 (not nginx's flood guard): it names its limit, and lets the
+    # widget read it.
+    assert refused.header("X-RateLimit-Limit")
+    assert refused.header_all("Access-Control-Allow-Origin") == [ORIGIN]
+    assert len(fake_retell.requests) == 10
+
+    # A different client address has its own bucket.
+    assert create_call(stack, source="127.0.0.62").status == 201
+    assert len(fake_retell.requests) == 11
+
+
+def test_health_and_widget_version_are_json_through_nginx(stack):
+    health = fetch(stack.port, "/api/health/ready")
+    assert health.status == 200, health.body
+    assert health.header("Content-Type").startswith("application/json")
+    version = fetch(stack.port, "/api/widget-version?v=1.0.0")
+    assert version.status == 200
+    assert "latest" in version.json()
+    missing = fetch(stack.port, "/api/nope")
+    assert missing.status == 404
+    assert missing.json()["error"]
