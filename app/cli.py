@@ -14,7 +14,7 @@ import sys
 
 import click
 from flask import current_app
-from flask.cli import AppGroup
+from flask.cli import AppGroup, with_appcontext
 
 from app import usage
 from app.api import AGENT_ID
@@ -153,6 +153,7 @@ def agents_list(origin):
 
 
 @click.command("snippet")
+@with_appcontext
 @click.argument("origin")
 @click.option("--base-url", required=True, help="Where nginx serves /v1/ and /api/.")
 @click.option("--agent", "agent_id", help="Agent id (default: the origin's only agent).")

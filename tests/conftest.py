@@ -196,6 +196,33 @@ def usage_entries(redis):
 
 
 @pytest.fixture
+def round_trips(monkeypatch):
+    """with round_trips() as count: ... -> count() is the Redis round trips made inside.
+
+    Counts packed sends from redis-py: one per command, one per pipeline or script call.
+    """
+    import contextlib
+
+    from redis.connection import AbstractConnection
+
+    sent = [0]
+    original = AbstractConnection.send_packed_command
+
+    def counting(self, command, check_health=True):
+        sent[0] += 1
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counting)
+
+    @contextlib.contextmanager
+    def measure():
+        start = sent[0]
+        yield lambda: sent[0] - start
+
+    return measure
+
+
+@pytest.fixture
 def artifacts_dir() -> Path:
     path = Path(__file__).resolve().parent.parent / "test-artifacts"
     path.mkdir(exist_ok=True)
