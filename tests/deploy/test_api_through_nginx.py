@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.deploy.helpers import fetch
+from tests.deploy.helpers import fetch, wait_until
 from tests.deploy.test_nginx_static import assert_security_headers
 
 pytestmark = pytest.mark.nginx
@@ -103,3 +103,20 @@ def test_health_and_widget_version_are_json_through_nginx(stack):
     missing = fetch(stack.port, "/api/nope")
     assert missing.status == 404
     assert missing.json()["error"]
+
+
+def test_gunicorn_access_log_is_json(stack):
+    agent = 'probe "quoted" \\ agent'
+    fetch(stack.port, "/api/health?probe=1", headers={"User-Agent": agent})
+
+    def access_lines():
+        lines = stack.log.read_text().splitlines()
+        records = [json.loads(line) for line in lines if line.startswith("{")]
+        return [r for r in records if r.get("log") == "access"]
+
+    assert wait_until(lambda: any(r["user_agent"] == agent for r in access_lines()), 5)
+    record = next(r for r in access_lines() if r["user_agent"] == agent)
+    assert record["log"] == "access" and record["status"] == 200
+    assert record["path"] == "/api/health" and record["method"] == "GET"
+    assert record["forwarded_for"] == "127.0.0.1"
+    assert record["duration_ms"] >= 0
