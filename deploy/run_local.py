@@ -115,6 +115,7 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
     """Work out processes, the app's environment and the lines to announce."""
     from deploy.nginx.render import nginx_command, write_local
 
+    workdir.mkdir(parents=True, exist_ok=True)
     env = dict(environ)
     env["PYTHONUNBUFFERED"] = "1"
     processes: list[tuple[str, str]] = []
@@ -175,6 +176,8 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
                     "tests.fakes.retell",
                     "--port",
                     retell_port,
+                    "--api-key",
+                    FAKE_API_KEY,
                     "--gateway-url",
                     gateway_url,
                 ),
