@@ -10,7 +10,7 @@ from flask import Flask
 from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.admission import Admission
+from app.admission import Admission, log_allowlist_problems
 from app.errors import register_error_handlers
 from app.extensions import redis_store, retell_client
 from app.logs import configure_logging, init_request_logging
@@ -46,4 +46,5 @@ def create_app(config: Mapping[str, object] | Settings | None = None) -> Flask:
     register_error_handlers(app)
     init_request_logging(app)
     cli.init_app(app)
+    log_allowlist_problems(redis_store.client, redis_store.key)
     return app

@@ -17,6 +17,7 @@ from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
 from app import usage
+from app.admission import allowlist_problems
 from app.api import AGENT_ID
 from app.extensions import redis_store
 from app.origins import InvalidOrigin, canonical_entry
@@ -85,35 +86,10 @@ def origins_list():
         click.echo(f"{entry}\t{names or '(no agents)'}")
 
 
-def check_allowlist(client, key) -> list[str]:
-    """Problems with the stored allowlist, one line each (also used by tests)."""
-    problems = []
-    origins_key = key("origins")
-    key_type = client.type(origins_key)
-    if key_type not in ("set", "none"):
-        return [f"{origins_key} is a {key_type}, not a set: every origin is refused"]
-    for entry in sorted(client.smembers(origins_key)):
-        try:
-            canonical = canonical_entry(entry)
-        except InvalidOrigin as exc:
-            problems.append(f"invalid entry {entry!r} is ignored: {exc}")
-            continue
-        if canonical != entry:
-            problems.append(f"entry {entry!r} matches nothing: store it as {canonical!r}")
-            continue
-        agents_key = key("agents", entry)
-        agents_type = client.type(agents_key)
-        if agents_type == "none" or (agents_type == "set" and not client.scard(agents_key)):
-            problems.append(f"origin {entry} has no agents: it can start no call")
-        elif agents_type != "set":
-            problems.append(f"{agents_key} is a {agents_type}, not a set: no agent is allowed")
-    return problems
-
-
 @origins_cli.command("check")
 def origins_check():
     """Report invalid entries, wrong key types and origins without agents; exit 1 if any."""
-    problems = check_allowlist(_redis(), redis_store.key)
+    problems = allowlist_problems(_redis(), redis_store.key)
     for line in problems:
         click.echo(line)
     if problems:

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app.cli import check_allowlist
+from app.admission import allowlist_problems
 
 ORIGIN = "https://client-a.com"
 AGENT = "agent_abc"
@@ -248,13 +248,15 @@ def test_development_does_not_match_localhost_substrings(make_app, fake_retell, 
     "entry", ["*", "null", "", "https://client-a.com/", "/.*/", "https://*", "client-a.com",
               "HTTPS://CLIENT-A.COM"],
 )  # fmt: skip
-def test_invalid_stored_entries_never_widen_access(prod_client, redis, fake_retell, entry):
+def test_invalid_stored_entries_never_widen_access(make_app, redis, fake_retell, entry, caplog):
     redis.sadd("widget:origins", entry)
     redis.sadd(f"widget:agents:{entry}", AGENT)
+    prod_client = make_app(APP_ENV="production").test_client()
     for origin in (ORIGIN, "https://evil.com"):
         assert_refused(post(prod_client, origin), fake_retell)
-    problems = check_allowlist(redis, lambda *p: "widget:" + ":".join(p))
+    problems = allowlist_problems(redis, lambda *p: "widget:" + ":".join(p))
     assert any(repr(entry) in line for line in problems)
+    assert any(repr(entry) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
 
 
 @pytest.mark.parametrize(
