@@ -45,6 +45,8 @@ class SiteSettings:
     zone_name: str = "widget_create"
     limit_rate: str = "5r/s"
     limit_burst: int = 20
+    # "off": never pass a request to another upstream (see snippets/proxy.conf.j2).
+    next_upstream: str = "off"
     # > gunicorn timeout (deploy/gunicorn.conf.py) > the app's upstream timeouts.
     proxy_read_timeout: int = 30
     access_log: str = "/var/log/nginx/widget-gateway.access.log"
@@ -185,6 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-rate", default=SiteSettings.limit_rate)
     parser.add_argument("--limit-burst", type=int, default=SiteSettings.limit_burst)
     parser.add_argument("--access-log", default=None)
+    parser.add_argument(
+        "--next-upstream", default="off", choices=["off", "error"], help="several upstreams"
+    )
     args = parser.parse_args(argv)
 
     conf_dir = str(Path(args.conf_dir or args.out_dir).resolve())
@@ -193,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
         limit_rate=args.limit_rate,
         limit_burst=args.limit_burst,
         server_name=args.server_name,
+        next_upstream=args.next_upstream,
     )
     if args.access_log:
         common["access_log"] = args.access_log
