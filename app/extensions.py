@@ -29,16 +29,20 @@ class RedisStore:
 
 def make_redis_client(settings: Settings) -> redis.Redis:
     timeout = settings.redis_socket_timeout
-    return redis.Redis.from_url(
+    # Blocking pool: under a burst a request waits (up to the timeout) for a connection
+    # instead of failing with "too many connections".
+    pool = redis.BlockingConnectionPool.from_url(
         settings.redis_url,
+        max_connections=256,
+        timeout=timeout,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=Retry(NoBackoff(), 0),
         decode_responses=True,
         health_check_interval=30,
-        max_connections=256,
         client_name="retell-widget-gateway",
     )
+    return redis.Redis(connection_pool=pool)
 
 
 redis_store = RedisStore()
