@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -41,8 +42,9 @@ def descendants(pid: int) -> set[int]:
     return found
 
 
-@pytest.mark.nginx
-def test_make_run_serves_demo_and_api_then_stops_cleanly(tmp_path, dist_dir, need_nginx):
+@contextmanager
+def run_local_stack(tmp_path, dist_root):
+    """python -m deploy.run_local on free ports, with the fakes (no key, no REDIS_URL)."""
     port, demo_port = free_port(), free_port()
     env = {
         k: v
@@ -53,13 +55,24 @@ def test_make_run_serves_demo_and_api_then_stops_cleanly(tmp_path, dist_dir, nee
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "deploy.run_local", "--port", str(port),
-             "--demo-port", str(demo_port), "--dist-root", str(dist_dir)],
+             "--demo-port", str(demo_port), "--dist-root", str(dist_root)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
     try:
         ready = wait_until(lambda: b"Press Ctrl-C" in log_path.read_bytes(), 45, 0.2)
-        output = log_path.read_text()
-        assert ready, output
+        assert ready, log_path.read_text()
+        yield SimpleNamespace(proc=proc, port=port, demo_port=demo_port, log=log_path)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.mark.nginx
+def test_make_run_serves_demo_and_api_then_stops_cleanly(tmp_path, dist_dir, need_nginx):
+    with run_local_stack(tmp_path, dist_dir) as run:
+        proc, port, demo_port = run.proc, run.port, run.demo_port
+        output = run.log.read_text()
         assert "FAKE Retell" in output and "Redis: started redis-server" in output
         assert f"http://localhost:{demo_port}/" in output
 
@@ -91,10 +104,6 @@ def test_make_run_serves_demo_and_api_then_stops_cleanly(tmp_path, dist_dir, nee
         for p in (port, demo_port):
             with pytest.raises(OSError):
                 wait_for_port(p, timeout=0.3)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
 
 
 def test_fakeredis_fallback_is_a_working_tcp_server():
