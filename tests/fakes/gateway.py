@@ -196,6 +196,11 @@ class FakeGateway:
             await session.pc.close()
 
     async def _drop(self, session: Session, mode: str) -> None:
+        # Act on an established call: wait for the browser's control channel to open.
+        for _ in range(100):
+            if session.control is not None and session.control.readyState == "open":
+                break
+            await asyncio.sleep(0.05)
         if mode in ("control", "both") and session.control is not None:
             session.control.send(json.dumps({"type": "status", "state": "ended"}))
             await asyncio.sleep(0.2)  # let the message leave before any close

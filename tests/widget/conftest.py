@@ -139,13 +139,29 @@ def fake_gateway():
 
 
 @pytest.fixture(scope="session")
-def browser():
+def playwright():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser(playwright):
+    browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+    yield browser
+    browser.close()
+
+
+@pytest.fixture(scope="session")
+def denying_browser(playwright):
+    """A Chromium that refuses the microphone prompt, as a visitor clicking "Block" does."""
+    args = [a for a in CHROMIUM_ARGS if a != "--use-fake-ui-for-media-stream"]
+    browser = playwright.chromium.launch(
+        executable_path=CHROMIUM, args=[*args, "--deny-permission-prompts"]
+    )
+    yield browser
+    browser.close()
 
 
 @pytest.fixture
@@ -268,6 +284,9 @@ class StubTokenGateway:
 
         self.server, _ = _serve(Handler, "127.0.0.1")
         self.endpoint = f"http://127.0.0.1:{self.server.server_port}/api/create-web-call"
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
 
 
 @pytest.fixture(scope="session")

@@ -2,71 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import time
 
 import pytest
 
+from tests.widget.pages import (
+    SHADOW,
+    STATE,
+    audio_stats,
+    events,
+    go_live,
+    open_widget,
+    seed_page,
+    states,
+    text,
+)
+
 pytestmark = pytest.mark.browser
-
-STATE = "document.querySelector('retell-widget')?.dataset.state"
-SHADOW = "document.querySelector('retell-widget').shadowRoot"
-
-
-def seed_page(page_server, widget_origin, endpoint, head="", **options):
-    """The seed's snippet, unchanged in shape."""
-    opts = {"agentId": "agent_a", "proxyEndpoint": endpoint, **options}
-    return page_server.add(
-        f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width">
-<link rel="stylesheet" href="{widget_origin}/v1/retell-widget.css">{head}</head>
-<body><h1>Client Website</h1><p>This site now has an AI assistant widget!</p>
-<script src="{widget_origin}/v1/retell-widget.js"></script>
-<script>window.widget = new RetellWidget({json.dumps(opts)});</script>
-</body></html>"""
-    )
-
-
-def open_widget(page, url):
-    page.goto(url)
-    page.wait_for_function(f"{STATE} === 'idle'")
-    page.locator("retell-widget .launch").wait_for(state="visible")
-
-
-def events(page, kind=None):
-    evs = page.evaluate("window.__probe.events")
-    return [e for e in evs if kind is None or e["type"] == kind]
-
-
-def states(page):
-    return [e["state"] for e in events(page, "state")]
-
-
-def text(page, cls):
-    return page.locator(f"retell-widget .{cls}").inner_text()
-
-
-def audio_stats(page):
-    """Bytes and energy for the call's audio, from the browser's own getStats."""
-    return page.evaluate(
-        """async () => {
-      const pc = window.__probe.pcs.at(-1);
-      const out = { sent: 0, received: 0, energy: 0 };
-      (await pc.getStats()).forEach((s) => {
-        if (s.type === 'outbound-rtp' && s.kind === 'audio') out.sent = s.bytesSent;
-        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
-          out.received = s.bytesReceived;
-          out.energy = s.totalAudioEnergy;
-        }
-      });
-      return out;
-    }"""
-    )
-
-
-def go_live(page):
-    page.locator("retell-widget .launch").click()
-    page.wait_for_function(f"{STATE} === 'live'", timeout=15000)
 
 
 def test_seed_snippet_full_call(
@@ -76,6 +28,18 @@ def test_seed_snippet_full_call(
     assert text(page, "launch") == "Talk to our AI agent"
     assert not [u for u in page.requested if "engine-" in u], "engine must load lazily"
     shoot(page, "idle", docs=True)
+    # The seed links our CSS into the page itself: it must style nothing there.
+    leak = page.evaluate(
+        """(() => {
+      document.body.insertAdjacentHTML('beforeend',
+        '<button id="a">x</button><button id="b" class="launch panel w mute hang">x</button>');
+      const css = (id) => { const c = getComputedStyle(document.getElementById(id));
+        return [c.backgroundColor, c.display, c.position, c.borderRadius, c.minHeight].join(); };
+      const same = css('a') === css('b');
+      document.getElementById('a').remove(); document.getElementById('b').remove();
+      return same; })()"""
+    )
+    assert leak is True
 
     go_live(page)
     assert states(page)[:4] == ["idle", "requesting-mic", "connecting", "live"]
@@ -92,7 +56,9 @@ def test_seed_snippet_full_call(
     wait_for(lambda: session.candidates)
 
     # Audio flows both ways: the page receives the gateway's tone and sends the fake mic.
-    first = audio_stats(page)
+    first = wait_for(
+        lambda: (lambda s: s if s["received"] and s["sent"] else None)(audio_stats(page))
+    )
     time.sleep(1.2)
     second = audio_stats(page)
     assert second["received"] > first["received"] > 0

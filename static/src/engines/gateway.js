@@ -109,7 +109,8 @@ function createGatewayEngine(emit) {
     };
     pc.onconnectionstatechange = () => {
       const s = pc.connectionState;
-      if (s === 'connected') goLive();
+      // Live once the control channel opens; a gateway without one gets a short grace.
+      if (s === 'connected') setTimeout(goLive, 3000);
       else if (s === 'failed' || s === 'closed') fail('connect_failed', `connection ${s}`);
     };
     await pc.setLocalDescription(await pc.createOffer());

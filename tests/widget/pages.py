@@ -1,0 +1,88 @@
+"""Host pages and in-page probes shared by the widget tests."""
+
+from __future__ import annotations
+
+import json
+
+STATE = "document.querySelector('retell-widget')?.dataset.state"
+SHADOW = "document.querySelector('retell-widget').shadowRoot"
+
+
+def seed_page(page_server, widget_origin, endpoint, head="", **options):
+    """The seed's snippet, unchanged in shape."""
+    opts = {"agentId": "agent_a", "proxyEndpoint": endpoint, **options}
+    return page_server.add(
+        f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width">
+<link rel="stylesheet" href="{widget_origin}/v1/retell-widget.css">{head}</head>
+<body><h1>Client Website</h1><p>This site now has an AI assistant widget!</p>
+<script src="{widget_origin}/v1/retell-widget.js"></script>
+<script>window.widget = new RetellWidget({json.dumps(opts)});</script>
+</body></html>"""
+    )
+
+
+def open_widget(page, url):
+    page.goto(url)
+    page.wait_for_function(f"{STATE} === 'idle'")
+    page.locator("retell-widget .launch").wait_for(state="visible")
+
+
+def events(page, kind=None):
+    evs = page.evaluate("window.__probe.events")
+    return [e for e in evs if kind is None or e["type"] == kind]
+
+
+def states(page):
+    return [e["state"] for e in events(page, "state")]
+
+
+def text(page, cls):
+    return page.locator(f"retell-widget .{cls}").inner_text()
+
+
+def audio_stats(page):
+    """Bytes and energy for the call's audio, from the browser's own getStats."""
+    return page.evaluate(
+        """async () => {
+      const pc = window.__probe.pcs.at(-1);
+      const out = { sent: 0, received: 0, energy: 0 };
+      (await pc.getStats()).forEach((s) => {
+        if (s.type === 'outbound-rtp' && s.kind === 'audio') out.sent = s.bytesSent;
+        if (s.type === 'inbound-rtp' && s.kind === 'audio') {
+          out.received = s.bytesReceived;
+          out.energy = s.totalAudioEnergy;
+        }
+      });
+      return out;
+    }"""
+    )
+
+
+def go_live(page):
+    page.locator("retell-widget .launch").click()
+    page.wait_for_function(f"{STATE} === 'live'", timeout=15000)
+
+
+def attr_page(page_server, widget_origin, endpoint, **data):
+    """The zero-JS snippet: one async script tag with data attributes, in <head>."""
+    attrs = {"proxy-endpoint": endpoint, "agent-id": "agent_a", **data}
+    rendered = " ".join(f'data-{k}="{v}"' for k, v in attrs.items())
+    return page_server.add(
+        f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<script src="{widget_origin}/v1/retell-widget.js" {rendered} async></script></head>
+<body><h1>Zero-JS</h1><a href="#top">a host link</a></body></html>"""
+    )
+
+
+def shadow_focus(page):
+    """Class of the focused element inside the widget, or None."""
+    return page.evaluate(
+        "document.activeElement?.tagName === 'RETELL-WIDGET'"
+        " ? document.activeElement.shadowRoot.activeElement?.className : null"
+    )
+
+
+def start_result(page):
+    """Start via the API; returns 'live' or the rejection's code."""
+    return page.evaluate("widget.start().then(() => 'live', (e) => e.code)")

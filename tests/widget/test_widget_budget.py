@@ -1,0 +1,40 @@
+"""Size budgets and manifest integrity, read from the built manifest."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+DIST = Path(__file__).resolve().parents[2] / "static" / "dist"
+LOADER_BUDGET = 8 * 1024  # loader JS + CSS, gzipped together
+ENGINE_BUDGET = 6 * 1024  # v3 gateway engine, gzipped
+
+
+def manifest():
+    return json.loads((DIST / "manifest.json").read_text())
+
+
+def test_size_budgets():
+    files = manifest()["files"]
+    loader = files["v1/retell-widget.js"]["gzip"] + files["v1/retell-widget.css"]["gzip"]
+    assert loader <= LOADER_BUDGET, f"loader JS+CSS is {loader} B gzipped"
+    assert files["v1/engine-gateway.js"]["gzip"] <= ENGINE_BUDGET
+
+
+def test_manifest_matches_files():
+    data = manifest()
+    assert data["version"] == json.loads((DIST.parent / "package.json").read_text())["version"]
+    assert set(data["files"]) == {
+        "v1/retell-widget.js",
+        "v1/retell-widget.css",
+        "v1/engine-gateway.js",
+        "v1/engine-livekit.js",
+    }
+    for name, entry in data["files"].items():
+        raw = (DIST / name).read_bytes()
+        assert entry["bytes"] == len(raw)
+        digest = base64.b64encode(hashlib.sha384(raw).digest()).decode()
+        assert entry["integrity"] == f"sha384-{digest}"
+        assert 0 < entry["gzip"] < entry["bytes"]
