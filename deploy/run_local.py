@@ -163,7 +163,11 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
 
     # Retell
     if environ.get("RETELL_API_KEY"):
-        notes.append(f"Retell: using RETELL_API_KEY against {env.get('RETELL_API_BASE', 'Retell')}")
+        notes.append(
+            f"Retell: using RETELL_API_KEY against {env.get('RETELL_API_BASE', 'api.retellai.com')}"
+        )
+        if args.agent_id == DEFAULT_DEMO_AGENT:
+            notes.append("set DEMO_AGENT_ID (or --agent-id) to one of your agents for the demo")
     else:
         retell_port, gateway_port = free_port(), free_port()
         gateway_url = f"http://127.0.0.1:{gateway_port}"
@@ -273,6 +277,9 @@ def run_stack(args) -> int:
         manager = Manager()
         for name, cmd in processes:
             manager.add_process(name, cmd, env=env, cwd=str(ROOT))
+        # A closed terminal must stop the stack too, not orphan it (children run in
+        # their own sessions and never see the hangup themselves).
+        signal.signal(signal.SIGHUP, lambda *_: os.kill(os.getpid(), signal.SIGTERM))
         manager.loop()
         # A Ctrl-C or SIGTERM that stopped everything is a clean exit.
         return 0 if manager.returncode in (0, 130, 143, -2, -15) else manager.returncode
