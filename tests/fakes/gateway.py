@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import fractions
 import json
+import logging
 import math
 import re
 import threading
@@ -50,6 +51,8 @@ def _loopback_only(use_ipv4: bool, use_ipv6: bool) -> list[str]:
 
 
 aioice.ice.get_host_addresses = _loopback_only
+# aioice logs every connectivity check at INFO; keep test and `make run` output readable.
+logging.getLogger("aioice").setLevel(logging.WARNING)
 
 
 class ToneTrack(MediaStreamTrack):

@@ -7,6 +7,7 @@ import shutil
 import sys
 import threading
 import time
+import urllib.request
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -18,6 +19,7 @@ if str(ROOT) not in sys.path:  # `tests.fakes` is imported as a package from the
     sys.path.insert(0, str(ROOT))
 
 from tests.fakes.gateway import FakeGateway  # noqa: E402
+from tests.widget.pages import new_page  # noqa: E402
 
 DIST = ROOT / "static" / "dist"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -37,31 +39,6 @@ CHROMIUM_ARGS = [
     # Nothing but loopback resolves: the LiveKit engine must never reach the internet.
     "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
 ]
-
-# Test-only instrumentation, injected before any page script: records the widget's
-# window events and keeps handles on peer connections and mic streams for getStats.
-INSTRUMENT = """
-(() => {
-  const probe = { events: [], pcs: [], streams: [], console: [] };
-  Object.defineProperty(window, '__probe', { value: probe, enumerable: false });
-  for (const n of ['state', 'call-start', 'call-end', 'error']) {
-    addEventListener('retell-widget:' + n, (e) => probe.events.push({ type: n, ...e.detail }));
-  }
-  const PC = window.RTCPeerConnection;
-  window.RTCPeerConnection = function (...args) {
-    const pc = new PC(...args);
-    probe.pcs.push(pc);
-    return pc;
-  };
-  window.RTCPeerConnection.prototype = PC.prototype;
-  const gum = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
-  navigator.mediaDevices.getUserMedia = async (c) => {
-    const s = await gum(c);
-    probe.streams.push(s);
-    return s;
-  };
-})();
-"""
 
 
 class _Quiet:
@@ -167,19 +144,13 @@ def denying_browser(playwright):
 @pytest.fixture
 def context(browser):
     ctx = browser.new_context(viewport={"width": 900, "height": 640})
-    ctx.add_init_script(INSTRUMENT)
     yield ctx
     ctx.close()
 
 
 @pytest.fixture
 def page(context):
-    page = context.new_page()
-    page.console_lines = []
-    page.on("console", lambda m: page.console_lines.append(f"{m.type}: {m.text}"))
-    page.requested = []
-    page.on("request", lambda r: page.requested.append(r.url))
-    return page
+    return new_page(context)
 
 
 @pytest.fixture(autouse=True)
@@ -230,74 +201,58 @@ def _wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     raise AssertionError(f"condition not met within {timeout}s")
 
 
-class StubTokenGateway:
-    """Temporary stand-in for the real app until tests/conftest.py lands."""
+class TokenGateway:
+    """The real app (real Redis, fake Retell) handing out our fake WebRTC gateway.
 
-    def __init__(self, fake_gateway: FakeGateway, page_origin: str):
-        self.mode = "ok"
-        self.requests: list[dict] = []
-        stub = self
+    set_mode() re-serves the app for one scenario; the page must be built after it.
+    """
 
-        class Handler(_Quiet, BaseHTTPRequestHandler):
-            def _cors(self, ok=True):
-                if ok and self.headers.get("Origin") == page_origin:
-                    self.send_header("Access-Control-Allow-Origin", page_origin)
+    AGENT = "agent_a"
 
-            def do_OPTIONS(self):  # noqa: N802
-                self.send_response(204)
-                self._cors()
-                self.send_header("Access-Control-Allow-Methods", "POST")
-                self.send_header("Access-Control-Allow-Headers", "Content-Type, X-Request-ID")
-                self.send_header("Content-Length", "0")
-                self.end_headers()
-
-            def do_POST(self):  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                stub.requests.append(body)
-                mode = stub.mode
-                n = len(stub.requests)
-                status, reply, cors = {
-                    "ok": (201, None, True),
-                    "livekit": (201, None, True),
-                    "busy": (429, {"error": "rate_limited", "retry_after": 7}, True),
-                    "down": (503, {"error": "unavailable", "message": "x"}, True),
-                    "agent": (403, {"error": "agent_not_allowed", "message": "x"}, True),
-                    "origin": (403, {"error": "origin_not_allowed", "message": "x"}, False),
-                }[mode]
-                if reply is None:
-                    token = f"tok-{n}"
-                    fake_gateway.tokens = (fake_gateway.tokens or set()) | {token}
-                    reply = {
-                        "access_token": token,
-                        "call_id": f"call_{n}",
-                        "transport": "livekit" if mode == "livekit" else "gateway",
-                        "gateway_url": f"{fake_gateway.url}/call_{n}",
-                        "ice_servers": [],
-                    }
-                data = json.dumps(reply).encode()
-                self.send_response(status)
-                self._cors(cors)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-        self.server, _ = _serve(Handler, "127.0.0.1")
-        self.endpoint = f"http://127.0.0.1:{self.server.server_port}/api/create-web-call"
+    def __init__(self, serve_app, allow_origin, redis, fake_retell, fake_gateway, page_origin):
+        self._serve = serve_app
+        self._redis = redis
+        self._allow = allow_origin
+        self.fake_retell = fake_retell
+        self.gateway_base = fake_gateway.url
+        self.page_origin = page_origin
+        self.set_mode("ok")
 
     def set_mode(self, mode: str) -> None:
-        self.mode = mode
+        """ok | livekit | busy | down | agent | origin."""
+        config = {
+            # Production rules: loopback origins are not implicitly allowed.
+            "APP_ENV": "production",
+            "ALLOW_INSECURE_ORIGINS": "1",
+            "RETELL_GATEWAY_BASE": self.gateway_base,
+        }
+        if mode == "livekit":
+            config["RETELL_API_VERSION"] = "v2"
+        if mode == "busy":
+            config["RATE_LIMIT_PER_IP"] = "1 per minute"
+        if mode == "down":
+            self.fake_retell.set_behaviour("error", status=500)
+        self._redis.delete("widget:origins", f"widget:agents:{self.page_origin}")
+        if mode != "origin":
+            self._allow(self.page_origin, "agent_b" if mode == "agent" else self.AGENT)
+        self.endpoint = self._serve(**config).url + "/api/create-web-call"
+        if mode == "busy":  # another visitor from the same address used the allowance
+            request = urllib.request.Request(
+                self.endpoint,
+                data=json.dumps({"agent_id": self.AGENT}).encode(),
+                headers={"Origin": self.page_origin, "Content-Type": "application/json"},
+            )
+            urllib.request.urlopen(request, timeout=10).close()
+            self.fake_retell.requests.clear()
 
-
-@pytest.fixture(scope="session")
-def _stub_token_gateway(fake_gateway, page_server):
-    stub = StubTokenGateway(fake_gateway, page_server.origin)
-    yield stub
-    stub.server.shutdown()
+    @property
+    def requests(self) -> list[dict]:
+        """Bodies of the create-web-call requests that reached (fake) Retell."""
+        return [r["body"] for r in self.fake_retell.requests]
 
 
 @pytest.fixture
-def token_gateway(_stub_token_gateway):
-    _stub_token_gateway.mode = "ok"
-    _stub_token_gateway.requests.clear()
-    return _stub_token_gateway
+def token_gateway(serve_app, allow_origin, redis, fake_retell, fake_gateway, page_server):
+    return TokenGateway(
+        serve_app, allow_origin, redis, fake_retell, fake_gateway, page_server.origin
+    )

@@ -4,6 +4,43 @@ from __future__ import annotations
 
 import json
 
+# Test-only instrumentation, injected before any page script: records the widget's
+# window events and keeps handles on peer connections and mic streams for getStats.
+INSTRUMENT = """
+(() => {
+  const probe = { events: [], pcs: [], streams: [], console: [] };
+  Object.defineProperty(window, '__probe', { value: probe, enumerable: false });
+  for (const n of ['state', 'call-start', 'call-end', 'error']) {
+    addEventListener('retell-widget:' + n, (e) => probe.events.push({ type: n, ...e.detail }));
+  }
+  const PC = window.RTCPeerConnection;
+  window.RTCPeerConnection = function (...args) {
+    const pc = new PC(...args);
+    probe.pcs.push(pc);
+    return pc;
+  };
+  window.RTCPeerConnection.prototype = PC.prototype;
+  const gum = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);
+  navigator.mediaDevices.getUserMedia = async (c) => {
+    const s = await gum(c);
+    probe.streams.push(s);
+    return s;
+  };
+})();
+"""
+
+
+def new_page(context):
+    """A page with the probe installed, recording console lines and requested URLs."""
+    context.add_init_script(INSTRUMENT)
+    page = context.new_page()
+    page.console_lines = []
+    page.on("console", lambda m: page.console_lines.append(f"{m.type}: {m.text}"))
+    page.requested = []
+    page.on("request", lambda r: page.requested.append(r.url))
+    return page
+
+
 STATE = "document.querySelector('retell-widget')?.dataset.state"
 SHADOW = "document.querySelector('retell-widget').shadowRoot"
 

@@ -9,6 +9,7 @@ from tests.widget.pages import (
     attr_page,
     events,
     go_live,
+    new_page,
     open_widget,
     seed_page,
     shadow_focus,
@@ -89,13 +90,10 @@ def test_data_attribute_snippet_keyboard_only(
 def test_microphone_denied_never_mints_a_token(
     denying_browser, page_server, widget_origin, token_gateway, shoot
 ):
-    from tests.widget.conftest import INSTRUMENT
-
     url = seed_page(page_server, widget_origin, token_gateway.endpoint)
     context = denying_browser.new_context()
     try:
-        context.add_init_script(INSTRUMENT)
-        page = context.new_page()
+        page = new_page(context)
         open_widget(page, url)
         assert start_result(page) == "mic_denied"
         assert_error(
@@ -105,6 +103,7 @@ def test_microphone_denied_never_mints_a_token(
             "Allow the microphone in your browser’s address bar",
         )
         assert token_gateway.requests == []
+        assert token_gateway.endpoint not in page.requested
         assert states(page)[-2:] == ["requesting-mic", "error"]
         shoot(page, "error-mic-denied", docs=True)
     finally:
@@ -113,11 +112,11 @@ def test_microphone_denied_never_mints_a_token(
 
 def test_no_microphone(context, page_server, widget_origin, token_gateway, shoot):
     # Chromium's fake device always exists; a machine without one rejects like this.
+    page = new_page(context)
     context.add_init_script(
         "navigator.mediaDevices.getUserMedia = () =>"
         " Promise.reject(new DOMException('Requested device not found', 'NotFoundError'));"
     )
-    page = context.new_page()
     open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
     page.locator("retell-widget .launch").click()
     assert_error(page, "no_mic", "No working microphone was found.", "Connect a microphone")
@@ -128,7 +127,7 @@ def test_no_microphone(context, page_server, widget_origin, token_gateway, shoot
 @pytest.mark.parametrize(
     ("mode", "code", "message", "hint"),
     [
-        ("busy", "rate_limited", "All lines are busy right now.", "try again in 7 seconds"),
+        ("busy", "rate_limited", "All lines are busy right now.", "Please try again in "),
         ("down", "unavailable", "The call service is temporarily unavailable.", "few minutes"),
         ("agent", "not_allowed", "Calls are not enabled for this page.", "site owner"),
         (
@@ -149,6 +148,10 @@ def test_token_errors(
     assert states(page)[-3:] == ["requesting-mic", "connecting", "error"]
     retry = page.locator("retell-widget .retry")
     assert retry.is_disabled() == (mode == "busy")
+    if mode == "busy":
+        seconds = int(text(page, "hint").split("try again in ")[1].split()[0])
+        assert 1 <= seconds <= 60
+        assert events(page, "error")[-1]["retryAfter"] == seconds
     if mode == "origin":
         # Only the console gets the detail; the visitor sees one honest message.
         assert any("token request" in line for line in page.console_lines)
@@ -360,19 +363,16 @@ window.widget = new RetellWidget({{
     assert [c[0] for c in calls] == ["start", "end"] and calls[1][1] == "hangup"
     body = token_gateway.requests[-1]
     assert body["agent_id"] == "agent_a"
-    assert body["metadata"] == {"page": "pricing"}
-    assert body["dynamic_variables"] == {"customer_name": "Ada"}
+    assert body["metadata"]["page"] == "pricing"
+    assert body["retell_llm_dynamic_variables"] == {"customer_name": "Ada"}
 
 
 def test_narrow_viewport_touch_targets_reduced_motion(
     browser, page_server, widget_origin, token_gateway
 ):
-    from tests.widget.conftest import INSTRUMENT
-
     context = browser.new_context(viewport={"width": 320, "height": 560}, reduced_motion="reduce")
     try:
-        context.add_init_script(INSTRUMENT)
-        page = context.new_page()
+        page = new_page(context)
         open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
         page.locator("retell-widget .launch").click()
         page.wait_for_function(f"{STATE} === 'live'", timeout=15000)
@@ -396,13 +396,10 @@ def test_narrow_viewport_touch_targets_reduced_motion(
 def test_reduced_motion(
     browser, page_server, widget_origin, token_gateway, fake_gateway, motion, animation
 ):
-    from tests.widget.conftest import INSTRUMENT
-
     fake_gateway.not_ready = 1000  # hold the call in "connecting"
     context = browser.new_context(reduced_motion=motion)
     try:
-        context.add_init_script(INSTRUMENT)
-        page = context.new_page()
+        page = new_page(context)
         open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
         page.evaluate("void widget.start().catch(() => {})")
         page.wait_for_function(f"{STATE} === 'connecting'")
