@@ -111,14 +111,18 @@ def test_microphone_denied_never_mints_a_token(
 
 
 def test_no_microphone(context, page_server, widget_origin, token_gateway, shoot):
-    # Chromium's fake device always exists; a machine without one rejects like this.
     page = new_page(context)
+    # Chromium's fake device always exists; a machine without one rejects like this
+    # (after a moment, so the requesting-mic state can be seen).
     context.add_init_script(
-        "navigator.mediaDevices.getUserMedia = () =>"
-        " Promise.reject(new DOMException('Requested device not found', 'NotFoundError'));"
+        "navigator.mediaDevices.getUserMedia = () => new Promise((_, reject) => setTimeout("
+        "() => reject(new DOMException('Requested device not found', 'NotFoundError')), 1500));"
     )
     open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
     page.locator("retell-widget .launch").click()
+    page.wait_for_function(f"{STATE} === 'requesting-mic'")
+    assert text(page, "msg") == "Please allow microphone access…"
+    shoot(page, "requesting-mic")
     assert_error(page, "no_mic", "No working microphone was found.", "Connect a microphone")
     assert token_gateway.requests == []
     shoot(page, "error-no-mic")
@@ -394,7 +398,7 @@ def test_narrow_viewport_touch_targets_reduced_motion(
     ("motion", "animation"), [("reduce", "none"), ("no-preference", "rw-pulse")]
 )
 def test_reduced_motion(
-    browser, page_server, widget_origin, token_gateway, fake_gateway, motion, animation
+    browser, page_server, widget_origin, token_gateway, fake_gateway, shoot, motion, animation
 ):
     fake_gateway.not_ready = 1000  # hold the call in "connecting"
     context = browser.new_context(reduced_motion=motion)
@@ -408,6 +412,8 @@ def test_reduced_motion(
             ".querySelector('.msg'), '::before').animationName"
         )
         assert name == animation
+        assert text(page, "msg") == "Connecting…"
+        shoot(page, "connecting")
         page.evaluate("widget.stop()")
         page.wait_for_function(f"{STATE} === 'idle'")
     finally:

@@ -81,6 +81,7 @@ function createGatewayEngine(emit) {
 
   async function connect(opts) {
     stream = opts.stream;
+    if (!opts.url) return fail('connect_failed', 'no gateway_url in the token response');
     base = String(opts.url).replace(/\/+$/, '') + '/v1/webrtc/sessions';
     auth = `Bearer ${opts.token}`;
     timer = setTimeout(() => fail('connect_failed', 'timed out'), CONNECT_TIMEOUT);
