@@ -122,6 +122,7 @@ class FakeGateway:
         self.tokens: set[str] | None = None  # None: any non-empty Bearer token
         self.refuse_status: int | None = None  # answer every POST with this status
         self.not_ready: int = 0  # answer this many POSTs with 404 first
+        self.blackhole_ice = False  # answer with unreachable candidates, ignore trickle
         self.allowed_origin: str | None = None  # None: echo the request's Origin
         self.requests: list[dict] = []
         self.sessions: dict[str, Session] = {}
@@ -165,6 +166,7 @@ class FakeGateway:
         self.tokens = None
         self.refuse_status = None
         self.not_ready = 0
+        self.blackhole_ice = False
         self.audio = "tone"
         with self._lock:
             self.requests.clear()
@@ -286,7 +288,10 @@ class FakeGateway:
             session = self._run(self._answer(body, token))
             with self._lock:
                 self.sessions[session.session_id] = session
-            return 200, {"session_id": session.session_id, "sdp": session.pc.localDescription.sdp}
+            sdp = session.pc.localDescription.sdp
+            if self.blackhole_ice:  # port 9 (discard): connectivity checks can never succeed
+                sdp = re.sub(r"(a=candidate:\S+ \d+ \S+ \d+ \S+ )\d+", r"\g<1>9", sdp)
+            return 200, {"session_id": session.session_id, "sdp": sdp}
         with self._lock:
             session = self.sessions.get(sid or "")
         if session is None or session.token != token:
@@ -294,7 +299,8 @@ class FakeGateway:
         if method == "PATCH":
             candidate = body.get("candidate") if isinstance(body, dict) else None
             session.candidates.append(candidate)
-            self._run(self._add_candidate(session, candidate))
+            if not self.blackhole_ice:
+                self._run(self._add_candidate(session, candidate))
             return 204, None
         if method == "DELETE":
             self._run(self._delete(session))

@@ -22,7 +22,7 @@ pytestmark = pytest.mark.browser
 
 
 def assert_error(page, code, message, hint):
-    page.wait_for_function(f"{STATE} === 'error'", timeout=15000)
+    page.wait_for_function(f"{STATE} === 'error'", timeout=25000)
     assert text(page, "msg") == message
     assert hint in text(page, "hint")
     err = events(page, "error")[-1]
@@ -199,6 +199,31 @@ def test_room_not_ready_then_accepts(page, page_server, widget_origin, token_gat
     assert posts[-1]["at"] - posts[0]["at"] > 0.9
 
 
+def test_room_never_ready_gives_up_after_window(
+    page, page_server, widget_origin, token_gateway, fake_gateway
+):
+    fake_gateway.not_ready = 1000
+    open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
+    assert start_result(page) == "connect_failed"
+    assert_error(page, "connect_failed", "The call could not connect.", "Try again")
+    posts = fake_gateway.requests_for("POST")
+    span = posts[-1]["at"] - posts[0]["at"]
+    assert 13 <= span <= 16, span  # the 15 s window, not forever
+    assert 14 <= len(posts) <= 22  # backoff capped at 1 s, not a tight loop
+
+
+def test_ice_failure_is_connect_failed(
+    page, page_server, widget_origin, token_gateway, fake_gateway
+):
+    fake_gateway.blackhole_ice = True
+    open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
+    page.locator("retell-widget .launch").click()
+    page.wait_for_function(f"{STATE} === 'connecting'")
+    assert_error(page, "connect_failed", "The call could not connect.", "Try again")
+    assert "live" not in states(page)
+    assert fake_gateway.last_session().candidates  # trickle still reached the gateway
+
+
 def test_call_dropped(page, page_server, widget_origin, token_gateway, fake_gateway, shoot):
     open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
     go_live(page)
@@ -315,6 +340,7 @@ def test_livekit_transport_loads_v2_engine_lazily(page, page_server, widget_orig
     engines = [u for u in page.requested if "engine-" in u]
     assert engines == [f"{widget_origin}/v1/engine-livekit.js"]
     assert sockets and all("retell-ai-4ihahnq7.livekit.cloud" in u for u in sockets)
+    assert "access_token=tok_" in sockets[0]  # the v2 token from the gateway
 
 
 @pytest.mark.parametrize(
