@@ -75,15 +75,25 @@ else
   end
 end
 
--- Limits: fixed windows aligned to the epoch, on the server's clock (shared by all hosts).
-local now = tonumber(redis.call('TIME')[1])
-local buckets = {}
-local function bucket(name, limit, window)
-  local index = math.floor(now / window)
-  buckets[#buckets + 1] = {prefix .. 'rl:' .. name .. ':' .. window .. ':' .. index, limit, (index + 1) * window}
-end
+-- Limits, on Redis's clock (shared by every gateway host). Per IP: rolling windows kept as a
+-- log of admission times (exact: no double budget across a window boundary). Per origin
+-- and per agent: calendar days in UTC, the unit operators think in.
+local t = redis.call('TIME')
+local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local member = t[1] .. string.format('%06d', tonumber(t[2]))  -- unique: scripts run one at a time
+local buckets = {}  -- {key, limit, rolling window ms or false, used, reset ms}
 for count, window in string.gmatch(ip_limits, '(%d+):(%d+)') do
-  bucket('ip:' .. ip, tonumber(count), tonumber(window))
+  local key = prefix .. 'rl:ip:' .. ip .. ':' .. window
+  local window_ms = tonumber(window) * 1000
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms - window_ms)
+  local used = redis.call('ZCARD', key)
+  local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
+  buckets[#buckets + 1] = {key, tonumber(count), window_ms, used, (tonumber(oldest) or now_ms) + window_ms}
+end
+local day = math.floor(now_ms / 86400000)
+local function daily(name, limit)
+  local key = prefix .. 'rl:' .. name .. ':day:' .. day
+  buckets[#buckets + 1] = {key, limit, false, tonumber(redis.call('GET', key) or '0') or 0, (day + 1) * 86400000}
 end
 local function cap(key, default)
   local override = tonumber(safe('HGET', key, 'per_day') or '')
@@ -91,29 +101,30 @@ local function cap(key, default)
   return default > 0 and default or nil
 end
 local origin_cap = cap(prefix .. 'limits:' .. entry, origin_day)
-if origin_cap then bucket('origin:' .. entry, origin_cap, 86400) end
+if origin_cap then daily('origin:' .. entry, origin_cap) end
 local agent_cap = cap(prefix .. 'limits:agent:' .. agent, agent_day)
-if agent_cap then bucket('agent:' .. agent, agent_cap, 86400) end
+if agent_cap then daily('agent:' .. agent, agent_cap) end
 
-local keys = {}
-for b = 1, #buckets do keys[b] = buckets[b][1] end
-local counts = #keys > 0 and redis.call('MGET', unpack(keys)) or {}
 local blocked
-for b = 1, #buckets do
-  local used = tonumber(counts[b] or '0') or 0
-  if used >= buckets[b][2] and (not blocked or buckets[b][3] > blocked[3]) then blocked = buckets[b] end
+for _, b in ipairs(buckets) do
+  if b[4] >= b[2] and (not blocked or b[5] > blocked[5]) then blocked = b end
 end
+local function seconds(ms) return tostring(math.ceil(ms / 1000)) end
 if blocked then
   record('rate_limited', '429', entry, agent)
-  return reply('rate_limited', entry, agent, tostring(blocked[2]), '0', tostring(blocked[3]), tostring(blocked[3] - now))
+  return reply('rate_limited', entry, agent, tostring(blocked[2]), '0', seconds(blocked[5]), seconds(blocked[5] - now_ms))
 end
 
 local tightest
-for b = 1, #buckets do
-  local used = redis.call('INCR', buckets[b][1])
-  if used == 1 then redis.call('EXPIRE', buckets[b][1], buckets[b][3] - now + 1) end
-  local left = buckets[b][2] - used
-  if not tightest or left < tightest[2] then tightest = {buckets[b][2], left, buckets[b][3]} end
+for _, b in ipairs(buckets) do
+  if b[3] then
+    redis.call('ZADD', b[1], now_ms, member)
+    redis.call('PEXPIRE', b[1], b[3])
+  elseif redis.call('INCR', b[1]) == 1 then
+    redis.call('PEXPIREAT', b[1], b[5] + 1000)
+  end
+  local left = b[2] - b[4] - 1
+  if not tightest or left < tightest[2] then tightest = {b[2], left, b[5]} end
 end
 tightest = tightest or {0, 0, 0}
-return reply('ok', entry, agent, tostring(tightest[1]), tostring(tightest[2]), tostring(tightest[3]), '0')
+return reply('ok', entry, agent, tostring(tightest[1]), tostring(tightest[2]), seconds(tightest[3]), '0')

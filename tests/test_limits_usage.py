@@ -46,6 +46,22 @@ def test_exact_under_concurrency(serve_app, allowed, fake_retell):
     assert len(fake_retell.requests) == 5
 
 
+def test_per_ip_windows_roll_so_a_boundary_gives_no_double_budget(client_factory, allowed):
+    client = client_factory(RATE_LIMIT_PER_IP="2 per 2 seconds")
+    while not 1.75 < time.time() % 2 < 1.85:  # just before an epoch-aligned 2 s boundary
+        time.sleep(0.01)
+    first = [client.post("/api/create-web-call", json={}, headers={"Origin": ORIGIN}) for _ in "ab"]
+    assert [r.status_code for r in first] == [201, 201]
+    time.sleep(0.4)  # a fixed window would have reset by now
+    third = client.post("/api/create-web-call", json={}, headers={"Origin": ORIGIN})
+    assert third.status_code == 429
+    assert 1 <= third.json["retry_after"] <= 2
+    time.sleep(1.7)  # the first two have left the rolling window
+    assert (
+        client.post("/api/create-web-call", json={}, headers={"Origin": ORIGIN}).status_code == 201
+    )
+
+
 def test_created_call_costs_two_round_trips(client_factory, allowed, round_trips):
     client = client_factory()
     client.post("/api/create-web-call", json={}, headers={"Origin": ORIGIN})  # loads the script
