@@ -1,12 +1,15 @@
 // Builds dist/v1/* (loader, CSS, lazily loaded engines) and dist/manifest.json.
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { gzipSync } from 'node:zlib';
 
 const pkg = JSON.parse(readFileSync('package.json', 'utf8'));
-const OUT = 'dist/v1';
-rmSync('dist', { recursive: true, force: true });
+// Build beside dist/ and swap at the end, so a server or test reading dist/ never
+// sees it half-written.
+const TMP = `node_modules/.build-${process.pid}`; // git-ignored scratch space
+const OUT = `${TMP}/v1`;
+rmSync(TMP, { recursive: true, force: true });
 mkdirSync(OUT, { recursive: true });
 
 const common = {
@@ -35,5 +38,9 @@ for (const name of ['retell-widget.js', 'retell-widget.css', 'engine-gateway.js'
     integrity: `sha384-${createHash('sha384').update(data).digest('base64')}`,
   };
 }
-writeFileSync('dist/manifest.json', `${JSON.stringify({ version: pkg.version, files }, null, 2)}\n`);
+writeFileSync(`${TMP}/manifest.json`, `${JSON.stringify({ version: pkg.version, files }, null, 2)}\n`);
+const OLD = `node_modules/.old-dist-${process.pid}`;
+if (existsSync('dist')) renameSync('dist', OLD);
+renameSync(TMP, 'dist');
+rmSync(OLD, { recursive: true, force: true });
 for (const [name, f] of Object.entries(files)) console.log(`${name.padEnd(22)} ${String(f.bytes).padStart(7)} B  ${String(f.gzip).padStart(6)} B gzip`);

@@ -154,10 +154,12 @@ class FakeGateway:
             self._httpd.shutdown()
             self._httpd.server_close()
         if self._loop:
-            self._run(self._close_all(), timeout=5)
+            self._run(self._shutdown(), timeout=10)
             self._loop.call_soon_threadsafe(self._loop.stop)
         for thread in self._threads:
             thread.join(timeout=5)
+        if self._loop:
+            self._loop.close()
 
     def reset(self) -> None:
         """Forget calls and switches between tests."""
@@ -199,6 +201,15 @@ class FakeGateway:
         for session in list(self.sessions.values()):
             session.closed = True
             await session.pc.close()
+
+    async def _shutdown(self) -> None:
+        # Cancel what is left (recorders, relays) so nothing runs on a closed loop.
+        await self._close_all()
+        current = asyncio.current_task()
+        tasks = [t for t in asyncio.all_tasks() if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _drop(self, session: Session, mode: str) -> None:
         # Act on an established call: wait for the browser's control channel to open.
