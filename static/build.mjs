@@ -22,21 +22,28 @@ const common = {
   define: { __VERSION__: JSON.stringify(pkg.version) },
 };
 
+const sri = (name) => `sha384-${createHash('sha384').update(readFileSync(`${OUT}/${name}`)).digest('base64')}`;
+const LAZY = ['retell-widget.css', 'engine-gateway.js', 'engine-livekit.js'];
+
+// Lazily loaded files first: the loader embeds their hashes, used when the page loaded
+// the loader itself with SRI.
 await Promise.all([
-  build({ ...common, entryPoints: ['src/loader.js'], outfile: `${OUT}/retell-widget.js` }),
   build({ ...common, entryPoints: ['src/widget.css'], outfile: `${OUT}/retell-widget.css` }),
   build({ ...common, entryPoints: ['src/engines/gateway.js'], outfile: `${OUT}/engine-gateway.js` }),
   build({ ...common, entryPoints: ['src/engines/livekit.js'], outfile: `${OUT}/engine-livekit.js` }),
 ]);
+const hashes = Object.fromEntries(LAZY.map((name) => [name, sri(name)]));
+await build({
+  ...common,
+  entryPoints: ['src/loader.js'],
+  outfile: `${OUT}/retell-widget.js`,
+  define: { ...common.define, __SRI__: JSON.stringify(hashes) },
+});
 
 const files = {};
-for (const name of ['retell-widget.js', 'retell-widget.css', 'engine-gateway.js', 'engine-livekit.js']) {
+for (const name of ['retell-widget.js', ...LAZY]) {
   const data = readFileSync(`${OUT}/${name}`);
-  files[`v1/${name}`] = {
-    bytes: data.length,
-    gzip: gzipSync(data, { level: 9 }).length,
-    integrity: `sha384-${createHash('sha384').update(data).digest('base64')}`,
-  };
+  files[`v1/${name}`] = { bytes: data.length, gzip: gzipSync(data, { level: 9 }).length, integrity: sri(name) };
 }
 writeFileSync(`${TMP}/manifest.json`, `${JSON.stringify({ version: pkg.version, files }, null, 2)}\n`);
 const OLD = `node_modules/.old-dist-${process.pid}`;

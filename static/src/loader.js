@@ -6,6 +6,15 @@ import { STRINGS } from './i18n.js';
 const SELF = document.currentScript;
 const BASE = SELF && SELF.src ? new URL('./', SELF.src).href : '';
 const PREFIX = 'retell-widget:';
+// A page that pinned the loader with SRI gets the lazily loaded files pinned too.
+const SRI = SELF && SELF.integrity ? __SRI__ : null;
+const pin = (file, el) => {
+  if (SRI) {
+    el.integrity = SRI[file];
+    el.crossOrigin = 'anonymous';
+  }
+  return el;
+};
 const engines = {}; // name -> Promise<factory>
 const defined = {}; // name -> resolve
 const POSITIONS = ['bottom-right', 'bottom-left', 'top-right', 'top-left'];
@@ -20,8 +29,9 @@ const HANG = ICON('M12 9c-1.6 0-3.1.3-4.6.7v3.1c0 .4-.2.7-.6.9-.9.5-1.8 1.1-2.5 
 function loadEngine(name) {
   return (engines[name] ||= new Promise((resolve, reject) => {
     defined[name] = resolve;
-    const s = document.createElement('script');
-    s.src = `${BASE}engine-${name}.js`;
+    const file = `engine-${name}.js`;
+    const s = pin(file, document.createElement('script'));
+    s.src = BASE + file;
     s.async = true;
     s.onload = () => s.remove();
     s.onerror = () => {
@@ -52,7 +62,7 @@ class RetellWidget {
     host.lang = lang in STRINGS ? lang : 'en';
     const root = (this.root = host.attachShadow({ mode: 'open' }));
     const t = this.t;
-    root.innerHTML = `<link rel="stylesheet" href="${BASE}retell-widget.css"><div class="w" hidden>
+    root.innerHTML = `<div class="w" hidden>
 <button type="button" class="launch">${MIC}<span></span></button>
 <div class="panel" role="group">
 <div class="head"><span class="title"></span><button type="button" class="close">×</button></div>
@@ -60,6 +70,10 @@ class RetellWidget {
 <div class="live"><span class="timer">0:00</span><span class="meter" aria-hidden="true"><i></i></span><span class="talk"></span></div>
 <div class="act"><button type="button" class="mute" aria-pressed="false">${MIC}<span></span></button><button type="button" class="hang">${HANG}<span></span></button><button type="button" class="retry"></button></div>
 </div><div class="sr" role="status" aria-live="polite"></div></div>`;
+    const link = pin('retell-widget.css', document.createElement('link'));
+    link.rel = 'stylesheet';
+    link.href = `${BASE}retell-widget.css`;
+    root.prepend(link);
     const $ = (this.$ = (c) => root.querySelector(`.${c}`));
     const text = (c, v) => ($(c).textContent = v);
     $('launch').querySelector('span').textContent = t.call;
@@ -73,8 +87,7 @@ class RetellWidget {
     }
     // Reveal only once our own styles apply, so the host page never sees raw markup.
     const show = () => ($('w').hidden = false);
-    root.querySelector('link').onload = show;
-    root.querySelector('link').onerror = show;
+    link.onload = link.onerror = show;
 
     const on = (c, fn) => $(c).addEventListener('click', fn);
     const quiet = () => this.start().catch(() => {});

@@ -46,12 +46,28 @@ class _Quiet:
         pass
 
 
+TAMPERED: set[str] = set()  # file names served with one byte changed
+
+
 class WidgetFiles(_Quiet, SimpleHTTPRequestHandler):
-    """Serves static/dist without CORS headers: classic scripts and CSS need none."""
+    """Serves static/dist like a CDN: CORS for everyone (SRI needs it), no caching."""
 
     def end_headers(self):
         self.send_header("Cache-Control", "no-store")
+        self.send_header("Access-Control-Allow-Origin", "*")
         super().end_headers()
+
+    def do_GET(self):  # noqa: N802
+        name = self.path.rsplit("/", 1)[-1]
+        if name not in TAMPERED:
+            return super().do_GET()
+        data = (DIST / "v1" / name).read_bytes() + b"\n"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/javascript")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        return None
 
 
 def _serve(handler, host: str) -> tuple[ThreadingHTTPServer, str]:
@@ -157,6 +173,13 @@ def page(context):
 def _reset_gateway(fake_gateway):
     fake_gateway.reset()
     yield
+
+
+@pytest.fixture
+def tamper():
+    """tamper.add('engine-gateway.js'): the widget host serves a modified copy."""
+    yield TAMPERED
+    TAMPERED.clear()
 
 
 @pytest.fixture

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
 
 from tests.widget.pages import (
@@ -19,6 +22,7 @@ from tests.widget.pages import (
 )
 
 pytestmark = pytest.mark.browser
+DIST = Path(__file__).resolve().parents[2] / "static" / "dist"
 
 
 def assert_error(page, code, message, hint):
@@ -322,6 +326,35 @@ def test_only_one_global_and_lazy_engine(page, page_server, widget_origin, token
     )
     engines = [u for u in page.requested if "engine-" in u]
     assert engines == [f"{widget_origin}/v1/engine-gateway.js"]
+
+
+def test_sri_pins_lazily_loaded_files(
+    context, page_server, widget_origin, token_gateway, fake_gateway, tamper
+):
+    files = json.loads((DIST / "manifest.json").read_text())["files"]
+    url = page_server.add(
+        f"""<!doctype html><html><body>
+<script src="{widget_origin}/v1/retell-widget.js" crossorigin="anonymous"
+        integrity="{files["v1/retell-widget.js"]["integrity"]}"></script>
+<script>window.widget = new RetellWidget({{proxyEndpoint: '{token_gateway.endpoint}',
+  agentId: 'agent_a'}});</script></body></html>"""
+    )
+    page = new_page(context)
+    open_widget(page, url)  # the pinned stylesheet loaded, or the widget would stay hidden
+    link = page.evaluate(
+        "document.querySelector('retell-widget').shadowRoot.querySelector('link').integrity"
+    )
+    assert link == files["v1/retell-widget.css"]["integrity"]
+    assert start_result(page) == "live"
+    page.evaluate("widget.stop()")
+
+    # A modified engine on the widget host is refused by the browser.
+    tamper.add("engine-gateway.js")
+    page = new_page(context)
+    open_widget(page, url)
+    assert start_result(page) == "connect_failed"
+    assert any("integrity" in line for line in page.console_lines)
+    assert not fake_gateway.requests_for("POST")[1:]  # no second call was signalled
 
 
 def test_livekit_transport_loads_v2_engine_lazily(page, page_server, widget_origin, token_gateway):
