@@ -131,6 +131,15 @@ class RetellWidget {
     this.fire('state', { state });
   }
 
+  // A throwing host callback must not break the call flow.
+  call(name, arg) {
+    try {
+      this.o[name]?.(arg);
+    } catch (e) {
+      console.error(`[retell-widget] ${name} threw`, e);
+    }
+  }
+
   fire(name, detail) {
     window.dispatchEvent(new CustomEvent(PREFIX + name, { detail }));
   }
@@ -151,8 +160,9 @@ class RetellWidget {
     const stale = () => gen !== this.gen;
     this.set('requesting-mic');
     // Mic first: never mint a token for a visitor who then denies the microphone.
+    let stream;
     try {
-      this.stream = await navigator.mediaDevices.getUserMedia({
+      stream = await navigator.mediaDevices.getUserMedia({
         audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true, channelCount: 1 },
       });
     } catch (e) {
@@ -160,7 +170,9 @@ class RetellWidget {
       const denied = e.name === 'NotAllowedError' || e.name === 'SecurityError';
       return stale() || this.fail(denied ? 'mic_denied' : 'no_mic');
     }
-    if (stale()) return this.release();
+    // Cancelled while the prompt was open: this stream belongs to no call.
+    if (stale()) return stream.getTracks().forEach((track) => track.stop());
+    this.stream = stream;
     this.set('connecting');
     const id = crypto.randomUUID ? crypto.randomUUID() : String(Date.now());
     let res, body;
@@ -223,7 +235,7 @@ class RetellWidget {
       this.resolve();
       this.pending = null;
       this.fire('call-start', { callId: this.callId });
-      this.o.onCallStart?.({ callId: this.callId });
+      this.call('onCallStart', { callId: this.callId });
     } else if (event === 'ended') {
       this.end(data.reason);
     } else if (event === 'error') {
@@ -254,7 +266,7 @@ class RetellWidget {
     if (wasLive) {
       this.set('ended');
       this.fire('call-end', { durationMs, reason });
-      this.o.onCallEnd?.({ durationMs, reason });
+      this.call('onCallEnd', { durationMs, reason });
     } else {
       this.settle({ code: 'cancelled', message: 'Call cancelled' });
       this.set('idle');
@@ -269,11 +281,11 @@ class RetellWidget {
     this.set('error', error);
     if (wasLive) {
       this.fire('call-end', { durationMs, reason: code });
-      this.o.onCallEnd?.({ durationMs, reason: code });
+      this.call('onCallEnd', { durationMs, reason: code });
     }
     this.settle(error);
     this.fire('error', error);
-    this.o.onError?.(error);
+    this.call('onError', error);
   }
 
   settle(error) {

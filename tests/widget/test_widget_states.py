@@ -132,6 +132,30 @@ def test_no_microphone(context, page_server, widget_origin, token_gateway, shoot
     shoot(page, "error-no-mic")
 
 
+def test_cancel_while_mic_prompt_is_open(context, page_server, widget_origin, token_gateway):
+    page = new_page(context)
+    # Hold the permission prompt open for a second, as a hesitating visitor does.
+    context.add_init_script(
+        "{ const gum = navigator.mediaDevices.getUserMedia.bind(navigator.mediaDevices);"
+        " navigator.mediaDevices.getUserMedia = (c) =>"
+        " new Promise((r) => setTimeout(r, 1000)).then(() => gum(c)); }"
+    )
+    open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
+    page.evaluate("void (window.started = widget.start().then(() => 'live', (e) => e.code))")
+    page.wait_for_function(f"{STATE} === 'requesting-mic'")
+    page.locator("retell-widget .hang").click()  # "Cancel"
+    assert page.evaluate("started") == "cancelled"
+    assert page.evaluate(STATE) == "idle"
+    # The stream granted after the cancel is stopped at once; no token is minted.
+    page.wait_for_function("window.__probe.streams.length === 1")
+    page.wait_for_function(
+        "window.__probe.streams[0].getTracks().every(t => t.readyState === 'ended')"
+    )
+    page.wait_for_timeout(300)
+    assert token_gateway.requests == []
+    assert token_gateway.endpoint not in page.requested
+
+
 @pytest.mark.parametrize(
     ("mode", "code", "message", "hint"),
     [
@@ -400,7 +424,7 @@ window.widget = new RetellWidget({{
   theme: 'green',
   colors: {{ primary: 'rgb(10, 20, 30)' }}, labels: {{ call: 'Ask us anything' }},
   metadata: {{ page: 'pricing' }}, dynamicVariables: {{ customer_name: 'Ada' }},
-  onCallStart: (d) => calls.push(['start', d.callId]),
+  onCallStart: (d) => {{ calls.push(['start', d.callId]); throw new Error('host bug'); }},
   onCallEnd: (d) => calls.push(['end', d.reason]),
   onError: (e) => calls.push(['error', e.code]) }});</script></body></html>"""
     )
@@ -422,6 +446,7 @@ window.widget = new RetellWidget({{
     page.evaluate("widget.unmute()")
     page.evaluate("widget.stop()")
     page.wait_for_function(f"{STATE} === 'ended'")
+    assert any("onCallStart threw" in line for line in page.console_lines)
     calls = page.evaluate("calls")
     assert [c[0] for c in calls] == ["start", "end"] and calls[1][1] == "hangup"
     body = token_gateway.requests[-1]
