@@ -45,6 +45,10 @@ def test_seed_snippet_full_call(
     assert states(page)[:4] == ["idle", "requesting-mic", "connecting", "live"]
     assert events(page, "call-start")[0]["callId"].startswith("call_")
     assert text(page, "msg") == "Connected"
+    assert "Connected" in page.locator("retell-widget .sr").inner_text()  # announced
+    # ICE servers come from the token response (the fake Retell hands out one STUN URL).
+    ice = page.evaluate("window.__probe.pcs.at(-1).getConfiguration().iceServers")
+    assert [s["urls"] for s in ice] == [["stun:127.0.0.1:3478"]]
 
     # Signalling followed the interface: POST offer with identity, trickle, bearer token.
     post = fake_gateway.requests_for("POST")[-1]
@@ -108,6 +112,14 @@ def test_seed_snippet_full_call(
     assert end["reason"] == "hangup" and end["durationMs"] >= 3000
     assert text(page, "msg") == "Call ended"
     shoot(page, "ended")
+    # Only the page, the widget files, the token gateway and the call's signalling.
+    allowed = {
+        page_server.origin,
+        widget_origin,
+        token_gateway.endpoint.split("/api/")[0],
+        fake_gateway.url,
+    }
+    assert {"/".join(u.split("/")[:3]) for u in page.requested} <= allowed
     # No cookies, no storage.
     assert page.evaluate("document.cookie") == ""
     assert page.evaluate("localStorage.length + sessionStorage.length") == 0
