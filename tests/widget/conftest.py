@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 import threading
@@ -188,7 +189,9 @@ def shoot():
 
 
 def _shoot(page, name: str, docs: bool = False) -> Path:
-    """Screenshot of the widget's corner; optionally also the committed docs copy."""
+    """Screenshot of the widget's corner. With WIDGET_DOC_SCREENSHOTS=1, `docs` shots also
+    refresh the committed copies in docs/screenshots (off by default: tests keep the tree clean).
+    """
     SHOTS.mkdir(parents=True, exist_ok=True)
     box = page.locator("retell-widget .w").bounding_box()
     vp = page.viewport_size
@@ -203,7 +206,7 @@ def _shoot(page, name: str, docs: bool = False) -> Path:
     }
     path = SHOTS / f"{name}.png"
     page.screenshot(path=str(path), clip=clip, animations="disabled")
-    if docs:
+    if docs and os.environ.get("WIDGET_DOC_SCREENSHOTS") == "1":
         DOC_SHOTS.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(path, DOC_SHOTS / f"{name}.png")
     return path
