@@ -83,6 +83,10 @@ class FakeRetell:
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "FakeRetell/1"
+    # One write per response and no Nagle: otherwise headers and body go out as two
+    # segments and the client's delayed ACK adds ~40 ms to every call.
+    wbufsize = 64 * 1024
+    disable_nagle_algorithm = True
 
     def log_message(self, *args) -> None:  # keep test output quiet
         pass
