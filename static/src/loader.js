@@ -51,6 +51,7 @@ const fmt = (ms) => {
 class RetellWidget {
   constructor(options = {}) {
     const o = (this.o = options);
+    if (!o.proxyEndpoint) throw new TypeError('RetellWidget: proxyEndpoint is required');
     const lang = String(o.lang || document.documentElement.lang || navigator.language || 'en')
       .slice(0, 2)
       .toLowerCase();

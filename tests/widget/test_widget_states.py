@@ -340,6 +340,12 @@ def test_only_one_global_and_lazy_engine(page, page_server, widget_origin, token
         "Object.keys(window).filter(k => !__before.includes(k) && k !== '__before')"
     )
     assert added == ["RetellWidget"]
+    # A missing endpoint is a mistake to report at once, not a request to the page's origin.
+    err = page.evaluate(
+        "(() => { try { new RetellWidget({}); } catch (e) { return e.message; } })()"
+    )
+    assert "proxyEndpoint is required" in err
+    assert page.evaluate("document.querySelectorAll('retell-widget').length") == 0
     page.evaluate(f"window.w = new RetellWidget({{proxyEndpoint: '{token_gateway.endpoint}'}})")
     page.locator("retell-widget .launch").wait_for(state="visible")
     assert not [u for u in page.requested if "engine-" in u]
