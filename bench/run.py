@@ -11,7 +11,8 @@ Systems under test (all started here, all on 127.0.0.1, all stopped at the end):
     baseline      bench/baseline: the seed's Express server (npm ci), node, no proxy
 
 Every wrk run is bounded (-d seconds, --timeout 10 s, subprocess timeout). Environment:
-    BENCH_DURATION  seconds per measured cell (default 8)
+    BENCH_DURATION  seconds per measured cell (default 6)
+    BENCH_RETRIES   re-measurements allowed for cells disturbed by other load (default 12)
     BENCH_WARMUP    seconds of unrecorded load before each cell (default 2)
     BENCH_QUICK=1   2 s cells, 1 s warm-up: a smoke run of the whole harness
     BENCH_SECTIONS  comma list of create,fake,refusal,trips,profile,workers (default all)
@@ -54,11 +55,15 @@ ALL_SECTIONS = ("create", "fake", "refusal", "trips", "profile", "workers")
 SECTIONS = tuple(
     part.strip() for part in os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(",")
 )
-DURATION = int(os.environ.get("BENCH_DURATION", 2 if QUICK else 8))
+DURATION = int(os.environ.get("BENCH_DURATION", 2 if QUICK else 6))
 WARMUP = int(os.environ.get("BENCH_WARMUP", 1 if QUICK else 2))
 CONNECTIONS = (16, 64, 256)
 DELAYS_MS = (0, 150)
 WRK_THREADS = 2
+# Cells measured while other processes on the box used more than this many cores are
+# measured once more (at most RETRY_BUDGET times per run) and the quieter one is kept.
+RETRY_FOREIGN_CORES = 0.5
+RETRY_BUDGET = 0 if QUICK else int(os.environ.get("BENCH_RETRIES", 12))
 PYSPY_VERSION = "0.4.3"
 
 API_KEY = "key_bench_" + secrets.token_hex(8)
@@ -80,6 +85,8 @@ WORKER_MODELS = (
     ("gthread 3x16 (production default)", [], {}),
     ("gthread 3x64", [], {"GUNICORN_THREADS": "64"}),
     ("gevent 3x1000", ["-k", "gevent", "--worker-connections", "1000"], {}),
+    # The same threads as above with max_requests recycling off: what recycling costs.
+    ("gthread 3x64 no recycling", [], {"GUNICORN_THREADS": "64", "GUNICORN_MAX_REQUESTS": "0"}),
 )
 # Requests one gunicorn instance can hold at once, per model (workers x threads/conns).
 MODEL_SLOTS = {
@@ -87,6 +94,7 @@ MODEL_SLOTS = {
     "gateway (gthread 3x16 (production default))": 48,
     "gateway (gthread 3x64)": 192,
     "gateway (gevent 3x1000)": 3000,
+    "gateway (gthread 3x64 no recycling)": 192,
 }
 MODEL_CONNECTIONS = (64, 256)
 
@@ -329,6 +337,7 @@ class Bench:
     def __init__(self, workdir: Path):
         self.workdir = workdir
         self.procs: list[Proc] = []
+        self.retries_left = RETRY_BUDGET
         self.cells: list[dict] = []
         self.notes: list[str] = []
         self.base_env = {
@@ -342,15 +351,15 @@ class Bench:
         self.procs.append(proc)
         return proc
 
-    def stop(self, proc: Proc) -> None:
-        proc.stop()
+    def stop(self, proc: Proc, sig: int = signal.SIGTERM) -> None:
+        proc.stop(sig)
         if proc in self.procs:
             self.procs.remove(proc)
 
     def stop_all(self) -> None:
         for proc in reversed(list(self.procs)):
             try:
-                self.stop(proc)
+                self.stop(proc, signal.SIGINT)  # quick shutdown: the load is over
             except Exception as exc:  # noqa: BLE001 -- keep stopping the rest
                 log(f"stopping {proc.name}: {exc}")
 
@@ -394,6 +403,13 @@ class Bench:
 
     def upstream_creates(self) -> int:
         return self.fake_control("GET", "/_bench/stats")["creates"]
+
+    @staticmethod
+    def worker_ticks(groups: dict) -> dict[int, int]:
+        master = groups.get("gunicorn")
+        if master is None:
+            return {}
+        return {pid: _cpu_ticks(pid, False) for pid in master.children()}
 
     def drain(self, timeout: float = 20) -> None:
         """Wait until no upstream call has started for 0.5 s (the server's backlog is done)."""
@@ -495,8 +511,37 @@ class Bench:
         if WARMUP:
             wrk(url, connections, WARMUP, origin, auth)
             self.drain()
-        groups = groups or {}
+        args = (section, system, url, connections, delay_ms, expect, origin, auth, groups or {})
+        cell = self.measure(*args, extra, during)
+        # A shared box: a cell during which other tenants used much CPU is measured once
+        # more (within a run-wide budget) and the quieter attempt is kept; both recorded.
+        if cell["foreign_cpu_cores"] > RETRY_FOREIGN_CORES and self.retries_left and not during:
+            self.retries_left -= 1
+            again = self.measure(*args, extra, during)
+            keep, drop = (again, cell)
+            if cell["foreign_cpu_cores"] <= again["foreign_cpu_cores"]:
+                keep, drop = cell, again
+            keep["other_attempt"] = {
+                k: drop[k] for k in ("rps", "p50_ms", "p99_ms", "errors", "foreign_cpu_cores")
+            }
+            cell = keep
+        self.cells.append(cell)
+        log(
+            f"{section:<10} {system:<34} D={delay_ms:>3} c={connections:>3}  "
+            f"{cell['rps']:>8} req/s  p50 {cell['p50_ms']:>6} ms  p99 {cell['p99_ms']:>6} ms  "
+            f"errors {cell['errors']}  box busy {cell['machine_cpu_busy']:.0%}, "
+            f"workers CPU s {cell['gunicorn_worker_cpu_s']}, "
+            f"other load {cell['foreign_cpu_cores']} cores"
+            + (f" (retried: {cell['other_attempt']})" if "other_attempt" in cell else "")
+        )
+        return cell
+
+    def measure(
+        self, section, system, url, connections, delay_ms, expect, origin, auth, groups, extra,
+        during,
+    ) -> dict:  # fmt: skip
         cpu_before = {name: proc.cpu_ticks() for name, proc in groups.items()}
+        workers_before = self.worker_ticks(groups)
         busy_before, total_before = machine_busy_ticks()
         wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         creates_before = self.upstream_creates()
@@ -507,6 +552,7 @@ class Bench:
         wrk_after = resource.getrusage(resource.RUSAGE_CHILDREN)
         busy_after, total_after = machine_busy_ticks()
         cpu_after = {name: proc.cpu_ticks() for name, proc in groups.items()}
+        workers_after = self.worker_ticks(groups)
         if side:
             side.join(DURATION + 30)
         # Requests wrk abandoned at the end are still finished by the server: count them
@@ -550,17 +596,20 @@ class Bench:
             "cpu_ms_per_request": cpu_ms,
             "machine_cpu_busy": round((busy_after - busy_before) / (total_after - total_before), 3),
             "wrk_cpu_ms_per_request": round(wrk_cpu_s * 1000 / max(requests, 1), 3),
+            # CPU seconds of each gunicorn worker alive for the whole cell: shows whether
+            # the load was spread over the workers or held by one.
+            "gunicorn_worker_cpu_s": sorted(
+                (
+                    round((workers_after[pid] - ticks) / hz, 2)
+                    for pid, ticks in workers_before.items()
+                    if pid in workers_after
+                ),
+                reverse=True,
+            ),
             "foreign_cpu_cores": round(foreign_cores, 2),
             "physical_limit_rps": round(connections / (delay_ms / 1000), 1) if delay_ms else None,
             **(extra or {}),
         }
-        self.cells.append(cell)
-        log(
-            f"{section:<10} {system:<34} D={delay_ms:>3} c={connections:>3}  "
-            f"{cell['rps']:>8} req/s  p50 {cell['p50_ms']:>6} ms  p99 {cell['p99_ms']:>6} ms  "
-            f"errors {cell['errors']}  box busy {cell['machine_cpu_busy']:.0%}, "
-            f"other load {cell['foreign_cpu_cores']} cores"
-        )
         return cell
 
 
@@ -610,7 +659,7 @@ def npm_ci() -> None:
 
 def measure_stdlib_fake(bench: Bench) -> None:
     """The tests' ThreadingHTTPServer fake, measured directly at the hardest cells."""
-    for delay_ms in DELAYS_MS:
+    for delay_ms in DELAYS_MS[1:]:
         port = free_port()
         proc = bench.start(
             f"stdlib-fake-{delay_ms}",
@@ -619,8 +668,7 @@ def measure_stdlib_fake(bench: Bench) -> None:
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda u=url: http_status(u + "/") in (404, 501), "stdlib fake", 20, proc)
-        connections = (64, 256) if delay_ms else (64,)
-        for conns in connections:
+        for conns in (64, 256):
             bench.cell(
                 "fake",
                 "stdlib fake (tests/fakes/retell.py)",
@@ -737,12 +785,14 @@ def profile_summary(raw: str) -> dict:
     }
 
 
-def run_profile(bench: Bench, gateway_url: str, groups: dict) -> dict | None:
+def run_profile(
+    bench: Bench, gateway_url: str, groups: dict, kind: str, origin: str, expect: int
+) -> dict | None:
     pyspy = ensure_pyspy()
     if pyspy is None:
         bench.notes.append("py-spy could not be installed: no profile this run")
         return None
-    out_path = bench.workdir / "profile.txt"
+    out_path = bench.workdir / f"profile-{kind}.txt"
     seconds = max(DURATION - 2, 1)
 
     def record() -> None:
@@ -771,13 +821,14 @@ def run_profile(bench: Bench, gateway_url: str, groups: dict) -> dict | None:
         )  # fmt: skip
 
     cell = bench.cell(
-        "profile", "gateway under py-spy", f"{gateway_url}/api/create-web-call", 64, 0, 201,
-        groups=groups, during=record,
+        "profile", f"gateway under py-spy: {kind}", f"{gateway_url}/api/create-web-call", 64,
+        0, expect, origin=origin, groups=groups, during=record,
     )  # fmt: skip
     if not out_path.exists():
         bench.notes.append("py-spy produced no profile (ptrace not permitted?)")
         return None
     summary = profile_summary(out_path.read_text(errors="replace"))
+    summary["kind"] = kind
     summary["cell_rps_under_profiler"] = cell["rps"]
     return summary
 
@@ -892,20 +943,26 @@ def main() -> int:
 
         # At D=0, where the time goes.
         if "profile" in SECTIONS:
-            report["profile"] = run_profile(bench, gateway, gw_groups)
+            report["profiles"] = [
+                run_profile(bench, gateway, gw_groups, "created", ORIGIN, 201),
+                run_profile(bench, gateway, gw_groups, "refused origin", REFUSED_ORIGIN, 403),
+            ]
 
         # 4 + 5. Worker models at D=150 ms, each measured in this section (same minutes,
         # so the comparison holds on a shared box), then resident memory per worker.
         models = []
-        bench.set_delay(150)
         for index, (label, args, env_extra) in enumerate(WORKER_MODELS):
             if "workers" not in SECTIONS:
                 break
             if index:
-                bench.stop(bench.gunicorn)
+                bench.stop(bench.gunicorn, signal.SIGINT)  # quick: the cells are drained
                 bench.start_gateway(label, args, env_extra)
                 wait_for(lambda: http_status(f"{gateway}/api/health/ready") == 200, label, 60)
                 gw_groups["gunicorn"] = bench.gunicorn
+            bench.set_delay(0)
+            bench.cell("workers", f"gateway ({label})", gateway + create, 64, 0, 201,
+                       groups=gw_groups, extra={"worker_model": label})  # fmt: skip
+            bench.set_delay(150)
             for conns in MODEL_CONNECTIONS:
                 bench.cell("workers", f"gateway ({label})", gateway + create, conns, 150, 201,
                            groups=gw_groups, extra={"worker_model": label})  # fmt: skip
@@ -1085,14 +1142,26 @@ def _cell_row(cell: dict) -> str:
     return (
         f"| {cell['system']} | {cell['delay_ms']} | {cell['connections']} | {cell['rps']:.0f} "
         f"| {cell['p50_ms']} | {cell['p99_ms']} | {cell['errors']} "
-        f"| {cell['upstream_calls_per_request']} | {cpu} | {cell['foreign_cpu_cores']} |"
+        f"| {cell['upstream_calls_per_request']} | {cpu} "
+        f"| {', '.join(str(x) for x in cell.get('gunicorn_worker_cpu_s', [])) or '-'} "
+        f"| {cell['foreign_cpu_cores']}{_retried(cell)} |"
+    )
+
+
+def _retried(cell: dict) -> str:
+    other = cell.get("other_attempt")
+    if not other:
+        return ""
+    return (
+        f" (re-measured; other attempt {other['rps']:.0f} req/s, p99 {other['p99_ms']} ms "
+        f"at {other['foreign_cpu_cores']} cores)"
     )
 
 
 CELL_HEAD = (
     "| system | D ms | conns | req/s | p50 ms | p99 ms | errors | upstream/req "
-    "| CPU ms/req by process | other tenants' load (cores) |"
-    "\n|---|---|---|---|---|---|---|---|---|---|"
+    "| CPU ms/req by process | CPU s per gunicorn worker | other tenants' load (cores) |"
+    "\n|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -1137,10 +1206,11 @@ def markdown(report: dict) -> str:
         if rows and section == "workers":
             for conns in MODEL_CONNECTIONS:
                 ranked = sorted(
-                    (c for c in rows if c["connections"] == conns), key=lambda c: -c["rps"]
+                    (c for c in rows if c["connections"] == conns and c["delay_ms"] == 150),
+                    key=lambda c: -c["rps"],
                 )
                 lines.append(
-                    f"\nAt c={conns}: "
+                    f"\nAt D=150 ms, c={conns}: "
                     + "; ".join(
                         f"{c['worker_model']} {c['rps']:.0f} req/s, p99 {c['p99_ms']} ms, "
                         f"{cpu_ms_total(c):.2f} ms CPU/req"
@@ -1181,15 +1251,16 @@ def markdown(report: dict) -> str:
             lines.append(
                 f"| {m['model']} | {rss} | {m['worker_restarts']} | {m['pool_full_warnings']} |"
             )
-    profile = report.get("profile")
-    if profile:
+    for profile in report.get("profiles") or []:
+        if not profile:
+            continue
         lines += [
             "",
-            "## Where the time goes at D=0 (py-spy, gunicorn workers, c=64)",
+            f"## Where the time goes at D=0: {profile['kind']} (py-spy --gil, workers, c=64)",
             "",
-            f"{profile['samples']} samples of busy threads; throughput while attached "
-            f"{profile['cell_rps_under_profiler']} req/s. Inclusive shares (a sample counts "
-            "for every group on its stack):",
+            f"{profile['samples']} samples of threads holding the GIL (Python CPU time); "
+            f"throughput while attached {profile['cell_rps_under_profiler']} req/s. "
+            "Inclusive shares (a sample counts for every group on its stack):",
             "",
             "| group | % of samples |",
             "|---|---|",
