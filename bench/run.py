@@ -62,7 +62,7 @@ DELAYS_MS = (0, 150)
 WRK_THREADS = 2
 # Cells measured while other processes on the box used more than this many cores are
 # measured once more (at most RETRY_BUDGET times per run) and the quieter one is kept.
-RETRY_FOREIGN_CORES = 0.5
+RETRY_FOREIGN_CORES = float(os.environ.get("BENCH_RETRY_CORES", 0.5))
 RETRY_BUDGET = 0 if QUICK else int(os.environ.get("BENCH_RETRIES", 12))
 PYSPY_VERSION = "0.4.3"
 
