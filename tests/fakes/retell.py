@@ -32,6 +32,7 @@ class FakeRetell:
         self.api_key = api_key
         self.gateway_url = gateway_url  # when set, v3 answers carry "url": gateway_url/call_id
         self.requests: list[dict] = []
+        self.tokens: set[str] = set()  # access tokens issued (a fake gateway can require them)
         self.lock = threading.Lock()
         self.release = threading.Event()  # ends a "hang"
         self.reset()
@@ -47,6 +48,7 @@ class FakeRetell:
     def reset(self) -> None:
         with self.lock:
             self.requests.clear()
+            self.tokens.clear()
             self.behaviour = "ok"
             self.status = 201
             self.delay = 0.0
@@ -150,6 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
         token = "tok_" + secrets.token_urlsafe(24)
         if behaviour == "no_token":
             return self._send(201, json.dumps({"call_id": call_id}).encode())
+        with fake.lock:
+            fake.tokens.add(token)
         if version == "v2":
             answer = {
                 "call_type": "web_call",

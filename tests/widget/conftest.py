@@ -241,6 +241,7 @@ class TokenGateway:
         self._allow = allow_origin
         self.fake_retell = fake_retell
         self.gateway_base = fake_gateway.url
+        fake_gateway.tokens = fake_retell.tokens  # only tokens Retell really issued
         self.page_origin = page_origin
         self.set_mode("ok")
 
