@@ -405,6 +405,11 @@ class Bench:
         return self.fake_control("GET", "/_bench/stats")["creates"]
 
     @staticmethod
+    def worker_restarts(groups: dict) -> int:
+        master = groups.get("gunicorn")
+        return restarts(master.log_text()) if master is not None else 0
+
+    @staticmethod
     def worker_ticks(groups: dict) -> dict[int, int]:
         master = groups.get("gunicorn")
         if master is None:
@@ -531,6 +536,7 @@ class Bench:
             f"{cell['rps']:>8} req/s  p50 {cell['p50_ms']:>6} ms  p99 {cell['p99_ms']:>6} ms  "
             f"errors {cell['errors']}  box busy {cell['machine_cpu_busy']:.0%}, "
             f"workers CPU s {cell['gunicorn_worker_cpu_s']}, "
+            f"restarts {cell['gunicorn_worker_restarts']}, "
             f"other load {cell['foreign_cpu_cores']} cores"
             + (f" (retried: {cell['other_attempt']})" if "other_attempt" in cell else "")
         )
@@ -542,6 +548,7 @@ class Bench:
     ) -> dict:  # fmt: skip
         cpu_before = {name: proc.cpu_ticks() for name, proc in groups.items()}
         workers_before = self.worker_ticks(groups)
+        restarts_before = self.worker_restarts(groups)
         busy_before, total_before = machine_busy_ticks()
         wrk_before = resource.getrusage(resource.RUSAGE_CHILDREN)
         creates_before = self.upstream_creates()
@@ -559,6 +566,7 @@ class Bench:
         # (they were accepted inside the window), then let the backlog drain.
         self.drain()
         creates = self.upstream_creates() - creates_before
+        worker_restarts = self.worker_restarts(groups) - restarts_before
         requests = result["requests"]
         seconds = result["duration_us"] / 1e6
         socket_errors = sum(v for k, v in result["errors"].items() if k != "status")
@@ -596,6 +604,7 @@ class Bench:
             "cpu_ms_per_request": cpu_ms,
             "machine_cpu_busy": round((busy_after - busy_before) / (total_after - total_before), 3),
             "wrk_cpu_ms_per_request": round(wrk_cpu_s * 1000 / max(requests, 1), 3),
+            "gunicorn_worker_restarts": worker_restarts,
             # CPU seconds of each gunicorn worker alive for the whole cell: shows whether
             # the load was spread over the workers or held by one.
             "gunicorn_worker_cpu_s": sorted(
@@ -1043,6 +1052,11 @@ def bounds(cell: dict, cpus: int) -> str:
         f"CPU bound {cpu_bound:.0f} req/s ({cpu_ms:.2f} ms CPU per request, all processes "
         f"incl. wrk, on the {free:.2f} cores other tenants left free)"
     )
+    if cell.get("gunicorn_worker_restarts"):
+        text += f"; {cell['gunicorn_worker_restarts']} gunicorn worker restarts (max_requests)"
+    spread = cell.get("gunicorn_worker_cpu_s") or []
+    if len(spread) > 1 and spread[-1] < 0.5 * spread[0]:
+        text += f"; uneven worker CPU s {spread} (keep-alive connections held by one worker)"
     slots = MODEL_SLOTS.get(cell["system"])
     if slots and cell["delay_ms"]:
         text += f"; concurrency bound {slots / (cell['delay_ms'] / 1000):.0f} req/s ({slots} slots)"
@@ -1139,11 +1153,14 @@ def evaluate_targets(report: dict) -> list[dict]:
 
 def _cell_row(cell: dict) -> str:
     cpu = ", ".join(f"{k} {v}" for k, v in cell["cpu_ms_per_request"].items())
+    has_gunicorn = "gunicorn" in cell["cpu_ms_per_request"]
+    restarts_seen = cell.get("gunicorn_worker_restarts", 0) if has_gunicorn else "-"
     return (
         f"| {cell['system']} | {cell['delay_ms']} | {cell['connections']} | {cell['rps']:.0f} "
         f"| {cell['p50_ms']} | {cell['p99_ms']} | {cell['errors']} "
         f"| {cell['upstream_calls_per_request']} | {cpu} "
         f"| {', '.join(str(x) for x in cell.get('gunicorn_worker_cpu_s', [])) or '-'} "
+        f"| {restarts_seen} "
         f"| {cell['foreign_cpu_cores']}{_retried(cell)} |"
     )
 
@@ -1160,8 +1177,8 @@ def _retried(cell: dict) -> str:
 
 CELL_HEAD = (
     "| system | D ms | conns | req/s | p50 ms | p99 ms | errors | upstream/req "
-    "| CPU ms/req by process | CPU s per gunicorn worker | other tenants' load (cores) |"
-    "\n|---|---|---|---|---|---|---|---|---|---|---|"
+    "| CPU ms/req by process | CPU s per gunicorn worker | worker restarts "
+    "| other tenants' load (cores) |\n|---|---|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -1197,7 +1214,7 @@ def markdown(report: dict) -> str:
         ("1. create-web-call", "create"),
         ("Fake Retell (stdlib server) measured directly", "fake"),
         ("2. The cost of saying no (D=0)", "refusal"),
-        ("5. Worker models at D=150 ms", "workers"),
+        ("5. Worker models (D=0 c=64; D=150 ms c=64, 256)", "workers"),
         ("Profile cell (py-spy attached)", "profile"),
     ):
         rows = [c for c in cells if c["section"] == section]
