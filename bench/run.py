@@ -753,10 +753,13 @@ PROFILE_GROUPS = (
     # (label, substrings of py-spy frames "function (path:line)"): inclusive shares
     ("Flask app: full_dispatch_request (all the view work)", ("full_dispatch_request (flask/",)),
     ("admission: build args + EVALSHA (app/admission.py)", ("(app/admission.py",)),
-    ("upstream create: requests.post (app/retell.py)", ("(app/retell.py",)),
+    ("upstream create (app/retell.py)", ("(app/retell.py",)),
     ("usage entry: XADD after the call (app/usage.py)", ("record (app/usage.py",)),
     ("redis-py, both round trips", ("(redis/",)),
-    ("requests + urllib3 + http.client", ("(requests/", "(urllib3/", "(http/client.py")),
+    (
+        "HTTP client: urllib3 + http.client (+ requests)",
+        ("(requests/", "(urllib3/", "(http/client.py"),
+    ),
     (
         "logging: app JSON lines + gunicorn JSON access log",
         ("(logging/", "glogging.py", "(app/logs.py", "gunicorn.conf.py"),
@@ -1012,7 +1015,10 @@ def versions() -> dict:
             return "?"
 
     lock = json.loads((BASELINE / "package-lock.json").read_text())["packages"]
+    dirty = out("git", "-C", str(ROOT), "status", "--porcelain", "--", "app", "deploy", "config.py")
     return {
+        "commit": out("git", "-C", str(ROOT), "rev-parse", "--short", "HEAD")
+        + (" (app/deploy changed since)" if dirty not in ("", "?") else ""),
         "nginx": out(NGINX_BINARY, "-v"),
         "redis": out("redis-server", "--version"),
         "wrk": out("wrk", "--version"),
