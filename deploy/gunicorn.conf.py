@@ -3,23 +3,31 @@
 Every value can be overridden from the environment (GUNICORN_*), so the same file
 serves systemd, `make run`, the tests and the benchmarks.
 
-Worker class: gthread.
+Worker class: gthread, 64 threads per worker (chosen by measurement, bench/).
   create-web-call spends almost all of its time waiting on Retell (hundreds of ms)
-  and very little on the CPU, so a sync worker would serve one visitor at a time.
-  gthread keeps the app's plain blocking code (requests, redis-py, flask-limiter)
-  safe without monkey-patching, holds idle keep-alive connections from nginx in its
-  poller instead of in a thread, and bounds concurrency per process explicitly.
-  gevent would allow more concurrent upstream waits per MB, at the price of
-  monkey-patching every library the app touches; adopt it only if the numbers
-  below show gthread cannot reach the bench targets.
-  Workers ~ cores + 1 (the GIL makes the CPU part per process), threads cover the
-  waiting: with 2 cores, 3 x 16 = 48 calls waiting on Retell at once, i.e. about
-  160 new calls/s at 300 ms upstream latency.
+  and little on the CPU, so a sync worker would serve one visitor at a time.
+  gthread keeps the app's plain blocking code (urllib3, redis-py) safe without
+  monkey-patching and bounds concurrency per process explicitly. Workers ~ cores + 1
+  (the GIL makes the CPU part per process); threads cover the waiting: 3 x 64 = 192
+  calls can wait on Retell at once.
 
-  MEASURED (bench/, issue 7) -- fill in from bench/results/<date>.json:
-    gthread workers=? threads=?  D=150ms c=64:  ? req/s  p99 ? ms
-    gevent  workers=? conns=?    D=150ms c=64:  ? req/s  p99 ? ms
-    choice and why: ?
+  MEASURED (bench/results/2026-11-25.md, 2 cores, fake Retell answering after 150 ms,
+  three quiet runs):
+    gthread 3x16, max_requests 2000   c=64: 192-243 req/s  p99 469-572 ms  (48 slots)
+    gthread 3x64, no recycling        c=64: 375-394 req/s  p99 198-239 ms
+                                      c=256: 501-651 req/s (CPU bound)
+    gevent  3x1000                    c=64: 342-366 req/s  p99 239-268 ms
+                                      c=256: 597-711 req/s (CPU bound)
+  Choice: gthread 3x64. It matches or beats gevent at 64 connections with a better
+  p99; at 256 both are CPU bound (~2.8 ms CPU per created call on 2 cores) and the
+  gap is within run-to-run noise, not worth monkey-patching every library.
+  Worker recycling every 2000 requests cost 12-31% of worker CPU in re-imports under
+  load, so max_requests is high: a slow leak is still bounded, restarts are rare.
+
+Access log: off by default, because the app writes one JSON line per request
+(method, path, status, duration, request id, origin); GUNICORN_ACCESS_LOG=- adds
+gunicorn's own JSON line (client address, X-Forwarded-For, bytes, pid). Two lines per
+request cost ~6% of worker CPU in the bench profile.
 
 Timeouts, ordered so that the innermost layer always gives up first and answers
 with its own JSON error (upstream_timeout) instead of a bare 502/504 from outside:
@@ -53,7 +61,7 @@ backlog = 512
 
 worker_class = "gthread"
 workers = _env_int("GUNICORN_WORKERS", multiprocessing.cpu_count() + 1)
-threads = _env_int("GUNICORN_THREADS", 16)
+threads = _env_int("GUNICORN_THREADS", 64)
 # nginx keeps upstream connections open (keepalive in the upstream block); this must
 # exceed nginx's idle reuse so gunicorn is not the side that closes mid-request.
 keepalive = _env_int("GUNICORN_KEEPALIVE", 75)
@@ -72,8 +80,8 @@ if not _upstream_budget < timeout <= graceful_timeout:
 
 # Recycle workers now and then so a slow leak never becomes an outage; jitter keeps
 # them from all restarting at once.
-max_requests = _env_int("GUNICORN_MAX_REQUESTS", 2000)
-max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 200)
+max_requests = _env_int("GUNICORN_MAX_REQUESTS", 100_000)
+max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 10_000)
 
 # The heartbeat file lives in RAM: a disk-backed tmp can stall it and get healthy
 # workers killed. gunicorn creates it with mkstemp and unlinks it at once.
@@ -90,7 +98,7 @@ forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,
 proc_name = os.environ.get("GUNICORN_PROC_NAME", "widget-gateway")
 loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
 errorlog = "-"
-accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "-") or None
+accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "") or None
 
 
 class JsonAccessLogger(Logger):

@@ -110,11 +110,11 @@ def write_site(settings: SiteSettings, out_dir: str | Path) -> Path:
 
 MAIN_CONF = """\
 # Standalone nginx.conf for running the site unprivileged from a temp prefix.
-{user}worker_processes 1;
+{user}worker_processes auto;
 daemon off;
 pid {prefix}/nginx.pid;
 error_log stderr warn;
-events {{ worker_connections 512; }}
+events {{ worker_connections 1024; }}
 http {{
     default_type application/octet-stream;
     sendfile on;

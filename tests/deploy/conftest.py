@@ -99,6 +99,7 @@ def stack_env(redis_url: str, retell, **overrides) -> dict:
         RETELL_API_KEY=retell.api_key,
         USAGE_IP_HASH_KEY="deploy-test-hash-key",
         GUNICORN_WORKERS="2",
+        GUNICORN_ACCESS_LOG="-",  # off by default; the JSON access-log test turns it on
         PYTHONUNBUFFERED="1",
     )
     env.update(overrides)

@@ -36,7 +36,7 @@ class FakeRetell:
         self.lock = threading.Lock()
         self.release = threading.Event()  # ends a "hang"
         self.reset()
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), _Handler)
+        self.server = _Server(("127.0.0.1", port), _Handler)
         self.server.daemon_threads = True
         self.server.fake = self  # type: ignore[attr-defined]
         self.thread: threading.Thread | None = None
@@ -80,6 +80,10 @@ class FakeRetell:
         self.release.set()
         self.server.shutdown()
         self.server.server_close()
+
+
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 128  # the default 5 drops connects in a burst of clicks
 
 
 class _Handler(BaseHTTPRequestHandler):
