@@ -20,10 +20,9 @@ import argparse
 import asyncio
 import contextlib
 import json
-import secrets
-import time
 
-DEFAULT_KEY = "key_fake_retell_0123456789abcdef"
+from tests.fakes.retell import DEFAULT_KEY, created_answer
+
 MAX_HEADER = 16 * 1024
 MAX_BODY = 64 * 1024
 REASONS = {200: "OK", 201: "Created", 400: "Bad Request", 401: "Unauthorized", 404: "Not Found"}
@@ -49,27 +48,6 @@ def response(status: int, body: bytes) -> bytes:
 
 def error(status: int, message: str) -> bytes:
     return response(status, json.dumps({"status": "error", "message": message}).encode())
-
-
-def created(version: str) -> bytes:
-    call_id = "call_" + secrets.token_hex(12)
-    token = "tok_" + secrets.token_urlsafe(24)
-    if version == "v2":
-        answer = {
-            "call_type": "web_call",
-            "access_token": token,
-            "call_id": call_id,
-            "call_status": "registered",
-        }
-    else:
-        answer = {
-            "access_token": token,
-            "call_id": call_id,
-            "expires_at": int(time.time() * 1000) + 30_000,
-            "ice_servers": [{"urls": ["stun:127.0.0.1:3478"]}],
-            "transport": "gateway",
-        }
-    return response(201, json.dumps(answer).encode())
 
 
 class FakeRetellProtocol(asyncio.Protocol):
@@ -142,7 +120,8 @@ class FakeRetellProtocol(asyncio.Protocol):
         if not isinstance(data, dict) or not isinstance(data.get("agent_id"), str):
             return error(400, "Invalid request body"), True
         state.creates += 1
-        return created(path.split("/")[1]), True
+        answer = created_answer(path.split("/")[1], data, {}, None)
+        return response(201, json.dumps(answer).encode()), True
 
     def send(self, answer: bytes) -> None:
         if self.transport is None or self.transport.is_closing():

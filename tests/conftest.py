@@ -4,11 +4,9 @@ and a real threaded WSGI server), and allowlist helpers. Everything listens on l
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import tempfile
 import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -16,27 +14,11 @@ import redis as redis_lib
 from werkzeug.serving import make_server
 
 from app import create_app
+from deploy.run_local import free_port, wait_for_port
 from tests.fakes.retell import FakeRetell
 
 REDIS_BINARY = shutil.which("redis-server") or "/usr/bin/redis-server"
 PREFIX = "widget:"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with socket.create_connection((host, port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.02)
-    raise TimeoutError(f"nothing listening on {host}:{port}")
 
 
 class RedisServer:

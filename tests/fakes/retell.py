@@ -82,6 +82,34 @@ class FakeRetell:
         self.server.server_close()
 
 
+def created_answer(version: str, body: dict, variables: dict, gateway_url: str | None) -> dict:
+    """A successful create-web-call answer: v2's whole call object, or v3's connection details."""
+    call_id = "call_" + secrets.token_hex(12)
+    token = "tok_" + secrets.token_urlsafe(24)
+    if version == "v2":
+        return {
+            "call_type": "web_call",
+            "access_token": token,
+            "call_id": call_id,
+            "agent_id": body["agent_id"],
+            "agent_version": body.get("agent_version", 1),
+            "call_status": "registered",
+            "metadata": body.get("metadata", {}),
+            "retell_llm_dynamic_variables": variables,
+            "opt_out_sensitive_data_storage": False,
+        }
+    answer = {
+        "access_token": token,
+        "call_id": call_id,
+        "expires_at": int(time.time() * 1000) + 30_000,
+        "ice_servers": [{"urls": ["stun:127.0.0.1:3478"]}],
+        "transport": "gateway",
+    }
+    if gateway_url:
+        answer["url"] = f"{gateway_url.rstrip('/')}/{call_id}"
+    return answer
+
+
 class _Server(ThreadingHTTPServer):
     request_queue_size = 128  # the default 5 drops connects in a burst of clicks
 
@@ -152,34 +180,12 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour == "huge":
             padding = "x" * (70 * 1024)
             return self._send(201, json.dumps({"padding": padding}).encode())
-        call_id = "call_" + secrets.token_hex(12)
-        token = "tok_" + secrets.token_urlsafe(24)
+        answer = created_answer(version, body, variables, fake.gateway_url)
         if behaviour == "no_token":
-            return self._send(201, json.dumps({"call_id": call_id}).encode())
-        with fake.lock:
-            fake.tokens.add(token)
-        if version == "v2":
-            answer = {
-                "call_type": "web_call",
-                "access_token": token,
-                "call_id": call_id,
-                "agent_id": body["agent_id"],
-                "agent_version": body.get("agent_version", 1),
-                "call_status": "registered",
-                "metadata": body.get("metadata", {}),
-                "retell_llm_dynamic_variables": variables,
-                "opt_out_sensitive_data_storage": False,
-            }
+            del answer["access_token"]
         else:
-            answer = {
-                "access_token": token,
-                "call_id": call_id,
-                "expires_at": int(time.time() * 1000) + 30_000,
-                "ice_servers": [{"urls": ["stun:127.0.0.1:3478"]}],
-                "transport": "gateway",
-            }
-            if fake.gateway_url:
-                answer["url"] = f"{fake.gateway_url.rstrip('/')}/{call_id}"
+            with fake.lock:
+                fake.tokens.add(answer["access_token"])
         return self._send(201, json.dumps(answer).encode())
 
 
