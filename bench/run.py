@@ -82,25 +82,25 @@ PROD_LIMIT_RATE, PROD_LIMIT_BURST = "5r/s", 20
 
 # Worker models compared at D=150 ms; the first is deploy/gunicorn.conf.py as committed.
 WORKER_MODELS = (
-    ("gthread 3x64 (production default)", [], {}),
-    # The previous default, kept to show what 48 slots and frequent recycling cost.
+    ("gevent 3x1000 (production default)", [], {}),
+    ("gthread 3x64", ["-k", "gthread"], {"GUNICORN_THREADS": "64"}),
+    # The first default, kept to show what 48 slots and frequent recycling cost.
     (
         "gthread 3x16 max_requests 2000",
-        [],
+        ["-k", "gthread"],
         {
             "GUNICORN_THREADS": "16",
             "GUNICORN_MAX_REQUESTS": "2000",
             "GUNICORN_MAX_REQUESTS_JITTER": "200",
         },
     ),
-    ("gevent 3x1000", ["-k", "gevent", "--worker-connections", "1000"], {}),
 )
 # Requests one gunicorn instance can hold at once, per model (workers x threads/conns).
 MODEL_SLOTS = {
-    "gateway (nginx+gunicorn gthread)": 192,
-    "gateway (gthread 3x64 (production default))": 192,
+    "gateway (nginx+gunicorn)": 3000,
+    "gateway (gevent 3x1000 (production default))": 3000,
+    "gateway (gthread 3x64)": 192,
     "gateway (gthread 3x16 max_requests 2000)": 48,
-    "gateway (gevent 3x1000)": 3000,
 }
 MODEL_CONNECTIONS = (64, 256)
 
@@ -892,7 +892,7 @@ def main() -> int:
                 bench.cell("create", "fake Retell direct (bench fake)",
                            f"{bench.fake_url}/v3/create-web-call", conns, delay_ms, 201,
                            origin="", auth=fake_auth, groups=fake_groups)  # fmt: skip
-                bench.cell("create", "gateway (nginx+gunicorn gthread)", gateway + create,
+                bench.cell("create", "gateway (nginx+gunicorn)", gateway + create,
                            conns, delay_ms, 201, groups=gw_groups)  # fmt: skip
                 bench.cell("create", "baseline (seed Express)", baseline + create, conns,
                            delay_ms, 200, groups=bl_groups)  # fmt: skip
@@ -1050,7 +1050,7 @@ def evaluate_targets(report: dict) -> list[dict]:
     def add(name, reached, value, met, why=""):
         targets.append({"target": name, "reached": reached, "value": value, "met": met, "why": why})
 
-    gateways = [("gateway (nginx+gunicorn gthread)", "create")] + [
+    gateways = [("gateway (nginx+gunicorn)", "create")] + [
         (f"gateway ({label})", "workers") for label, _, _ in WORKER_MODELS
     ]
     for system, section in gateways:

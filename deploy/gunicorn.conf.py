@@ -3,24 +3,22 @@
 Every value can be overridden from the environment (GUNICORN_*), so the same file
 serves systemd, `make run`, the tests and the benchmarks.
 
-Worker class: gthread, 64 threads per worker (chosen by measurement, bench/).
+Worker class: gevent, 1000 connections per worker (chosen by measurement, bench/).
   create-web-call spends almost all of its time waiting on Retell (hundreds of ms)
-  and little on the CPU, so a sync worker would serve one visitor at a time.
-  gthread keeps the app's plain blocking code (urllib3, redis-py) safe without
-  monkey-patching and bounds concurrency per process explicitly. Workers ~ cores + 1
-  (the GIL makes the CPU part per process); threads cover the waiting: 3 x 64 = 192
-  calls can wait on Retell at once.
+  and little on the CPU, so a sync worker would serve one visitor at a time. Workers
+  ~ cores + 1 (the GIL makes the CPU part per process); each holds up to 1000 requests
+  waiting on Retell. gunicorn's gevent worker monkey-patches the standard library
+  before the app is imported, so urllib3 and redis-py cooperate without code changes.
+  GUNICORN_WORKER_CLASS=gthread (with GUNICORN_THREADS) remains a supported fallback.
 
-  MEASURED (bench/results/2026-11-25.md, 2 cores, fake Retell answering after 150 ms,
-  three quiet runs):
-    gthread 3x16, max_requests 2000   c=64: 192-243 req/s  p99 469-572 ms  (48 slots)
-    gthread 3x64, no recycling        c=64: 375-394 req/s  p99 198-239 ms
-                                      c=256: 501-651 req/s (CPU bound)
-    gevent  3x1000                    c=64: 342-366 req/s  p99 239-268 ms
-                                      c=256: 597-711 req/s (CPU bound)
-  Choice: gthread 3x64. It matches or beats gevent at 64 connections with a better
-  p99; at 256 both are CPU bound (~2.8 ms CPU per created call on 2 cores) and the
-  gap is within run-to-run noise, not worth monkey-patching every library.
+  MEASURED (make bench, bench/results/2026-11-25.md, 2 cores shared by load generator,
+  nginx, Redis and the fake Retell answering after 150 ms; p99 in brackets):
+                                  D=150 c=64        D=150 c=256       D=0 c=64
+    gevent  3 x 1000 connections  390 req/s (203)   905 req/s (627)   1004 req/s
+    gthread 3 x 64 threads        370 req/s (239)   604 req/s (807)    750 req/s
+    gthread 3 x 16, recycle 2000  195 req/s (632)   276 req/s (1580)   730 req/s
+  gevent spends 2.1-2.3 ms CPU per created call against 3.1-3.6 ms for 64 threads
+  (threads contend for the GIL), so on a CPU-bound box it serves ~50% more calls.
   Worker recycling every 2000 requests cost 12-31% of worker CPU in re-imports under
   load, so max_requests is high: a slow leak is still bounded, restarts are rare.
 
@@ -59,9 +57,10 @@ def _env_float(name, default):
 bind = [b.strip() for b in os.environ.get("GUNICORN_BIND", "127.0.0.1:8000").split(",")]
 backlog = 512
 
-worker_class = "gthread"
+worker_class = os.environ.get("GUNICORN_WORKER_CLASS", "gevent")
+worker_connections = _env_int("GUNICORN_WORKER_CONNECTIONS", 1000)
 workers = _env_int("GUNICORN_WORKERS", multiprocessing.cpu_count() + 1)
-threads = _env_int("GUNICORN_THREADS", 64)
+threads = _env_int("GUNICORN_THREADS", 64)  # gthread only
 # nginx keeps upstream connections open (keepalive in the upstream block); this must
 # exceed nginx's idle reuse so gunicorn is not the side that closes mid-request.
 keepalive = _env_int("GUNICORN_KEEPALIVE", 75)

@@ -100,6 +100,13 @@ def stack_env(redis_url: str, retell, **overrides) -> dict:
         USAGE_IP_HASH_KEY="deploy-test-hash-key",
         GUNICORN_WORKERS="2",
         GUNICORN_ACCESS_LOG="-",  # off by default; the JSON access-log test turns it on
+        # Shorter than production (3 + 10 < 20 <= 25 s), same order: after a HUP, old
+        # gevent workers keep idle keep-alive connections from nginx until
+        # graceful_timeout, and the reload test waits for them to go.
+        UPSTREAM_CONNECT_TIMEOUT="1",
+        UPSTREAM_READ_TIMEOUT="4",
+        GUNICORN_TIMEOUT="6",
+        GUNICORN_GRACEFUL_TIMEOUT="8",
         PYTHONUNBUFFERED="1",
     )
     env.update(overrides)

@@ -48,7 +48,9 @@ def test_gunicorn_refuses_misordered_timeouts(monkeypatch):
 
 def test_gunicorn_settings(monkeypatch):
     conf = load_gunicorn_conf(monkeypatch)
-    assert conf["worker_class"] == "gthread" and conf["threads"] > 1
+    assert conf["worker_class"] == "gevent" and conf["worker_connections"] >= 256
+    fallback = load_gunicorn_conf(monkeypatch, GUNICORN_WORKER_CLASS="gthread")
+    assert fallback["worker_class"] == "gthread" and fallback["threads"] > 1
     assert conf["workers"] >= 2
     assert conf["bind"] == ["127.0.0.1:8000"]
     assert conf["max_requests"] > 0 and 0 < conf["max_requests_jitter"] < conf["max_requests"]
