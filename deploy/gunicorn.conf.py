@@ -11,14 +11,16 @@ Worker class: gevent, 1000 connections per worker (chosen by measurement, bench/
   before the app is imported, so urllib3 and redis-py cooperate without code changes.
   GUNICORN_WORKER_CLASS=gthread (with GUNICORN_THREADS) remains a supported fallback.
 
-  MEASURED (make bench, bench/results/2026-11-25.md, 2 cores shared by load generator,
-  nginx, Redis and the fake Retell answering after 150 ms; p99 in brackets):
-                                  D=150 c=64        D=150 c=256       D=0 c=64
-    gevent  3 x 1000 connections  390 req/s (203)   905 req/s (627)   1004 req/s
-    gthread 3 x 64 threads        370 req/s (239)   604 req/s (807)    750 req/s
-    gthread 3 x 16, recycle 2000  195 req/s (632)   276 req/s (1580)   730 req/s
-  gevent spends 2.1-2.3 ms CPU per created call against 3.1-3.6 ms for 64 threads
-  (threads contend for the GIL), so on a CPU-bound box it serves ~50% more calls.
+  MEASURED (make bench, bench/results/2026-11-25.md, two full runs; 2 cores shared by
+  the load generator, nginx, Redis and a fake Retell answering after 150 ms; p99 ms):
+                                  D=150 c=64             D=150 c=256      D=0 c=64
+    gevent  3 x 1000 connections  374-390 req/s (203-225)  788-905 req/s   964-1004 req/s
+    gthread 3 x 64 threads        370-396 req/s (209-239)  604-666 req/s   673-750 req/s
+    gthread 3 x 16, recycle 2000  188-195 req/s (632-648)  276-298 req/s   726-730 req/s
+  At 64 connections the two are within run-to-run noise; at 256, and with no upstream
+  delay, gevent serves 20-45% more calls, spending 2.1-2.6 ms CPU per created call
+  against 2.7-3.6 ms for 64 threads (which contend for the GIL). On a CPU-bound box
+  that decides it.
   Worker recycling every 2000 requests cost 12-31% of worker CPU in re-imports under
   load, so max_requests is high: a slow leak is still bounded, restarts are rare.
 
