@@ -63,9 +63,19 @@ def run_local_stack(tmp_path, dist_root):
         assert ready, log_path.read_text()
         yield SimpleNamespace(proc=proc, port=port, demo_port=demo_port, log=log_path)
     finally:
+        # honcho puts each service in its own process group: stop the stack the way a
+        # user does (Ctrl-C), and kill by PID whatever is left, so no test leaks a stack.
+        children = descendants(proc.pid)
         if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+            proc.send_signal(signal.SIGINT)
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(timeout=10)
+        for pid in children:
+            if pid_alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.nginx
