@@ -41,8 +41,8 @@ def test_hup_during_in_flight_requests_drops_none(stack, allow_origin, fake_rete
     allow_origin(ORIGIN, AGENT)
     fake_retell.set_behaviour(delay=UPSTREAM_DELAY)
     master = stack.gunicorn.pid
+    assert wait_until(lambda: len(worker_pids(master)) == 2, 15)  # both workers booted
     old_workers = worker_pids(master)
-    assert len(old_workers) == 2
 
     sources = [f"127.0.0.{70 + i % 4}" for i in range(12)]  # 3 each: under the per-IP limit
     with ThreadPoolExecutor(max_workers=24) as pool:
