@@ -1,3 +1,4 @@
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -86,3 +87,16 @@ def test_wsgi_refuses_to_start_in_production_with_one_line():
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("configuration error: APP_ENV=production needs")
+
+
+def test_every_setting_is_in_the_readme_configuration_table():
+    from config import FIELDS
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Configuration") : readme.index("## Redis keys")]
+    documented = set(re.findall(r"^\| `([A-Z_]+)` \|", table, re.MULTILINE))
+    deploy = "".join(
+        (ROOT / "deploy" / name).read_text() for name in ("gunicorn.conf.py", "run_local.py")
+    )
+    read_by_deploy = set(re.findall(r'"((?:GUNICORN|RUN|DEMO|WIDGET)_[A-Z_]+)"', deploy))
+    assert documented == set(FIELDS) | read_by_deploy
