@@ -220,7 +220,7 @@ def test_connection_refused_is_502(make_app, allowed):
     assert_error(post(client, {"agent_id": AGENT}), 502, "upstream_error")
 
 
-def test_api_answers_json_for_404_405_and_500(client, allowed, monkeypatch):
+def test_api_answers_json_for_404_405_and_500(client, allowed, monkeypatch, usage_entries):
     assert_error(client.get("/api/nothing-here"), 404, "not_found")
     response = client.get("/api/create-web-call")
     assert_error(response, 405, "method_not_allowed")
@@ -233,6 +233,12 @@ def test_api_answers_json_for_404_405_and_500(client, allowed, monkeypatch):
     response = post(client, {"agent_id": AGENT})
     assert_error(response, 500, "internal_error")
     assert "kaboom" not in response.get_data(as_text=True)
+    entry = usage_entries()[-1]
+    assert (entry["outcome"], entry["status"], entry["error"]) == (
+        "unavailable",
+        "500",
+        "internal_error",
+    )
 
 
 def test_request_id_is_honoured_or_minted(client, allowed):

@@ -306,3 +306,24 @@ def test_redis_down_mid_run_is_503_fast_and_recovers(serve_app, allowed, redis_s
     client.sadd(f"widget:agents:{ORIGIN}", AGENT)
     assert post(served.url).status_code == 201
     assert requests.get(f"{served.url}/api/health/ready", timeout=5).status_code == 200
+
+
+def test_every_key_written_is_in_the_readme_key_table(client_factory, allow_origin, redis):
+    import re
+
+    allow_origin(ORIGIN, AGENT)
+    redis.hset(f"widget:limits:{ORIGIN}", "per_day", 100)
+    redis.hset(f"widget:limits:agent:{AGENT}", "per_day", 100)
+    client = client_factory(RATE_LIMIT_PER_AGENT_DAY=50)
+    for origin in (ORIGIN, "https://evil.com"):
+        client.post("/api/create-web-call", json={}, headers={"Origin": origin})
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Redis keys") : readme.index("### The same with the CLI")]
+    patterns = [
+        re.compile("^" + re.sub(r"<[a-z_]+>", ".+", re.escape(name)) + "$")
+        for name in re.findall(r"`(widget:[^`]+)`", table)
+    ]
+    keys = redis.keys("widget:*")
+    assert {k.split(":")[1] for k in keys} >= {"origins", "agents", "limits", "rl", "usage"}
+    for key in keys:
+        assert any(p.match(key) for p in patterns), key
