@@ -8,11 +8,13 @@ STAMP := $(VENV)/.installed
 .PHONY: run test lint format build bench sysdeps-run sysdeps-test sysdeps-bench clean
 
 $(STAMP): requirements.txt requirements-dev.txt
+	@test -x $(BIN)/python || PYTHON=$(PYTHON) deploy/install-system-packages.sh venv
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check -r requirements-dev.txt
 	@touch $@
 
 static/node_modules/.package-lock.json: static/package.json static/package-lock.json
+	@deploy/install-system-packages.sh build
 	cd static && npm ci --no-audit --no-fund --loglevel=error
 
 build: static/node_modules/.package-lock.json

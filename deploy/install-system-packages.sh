@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the project needs, only those missing.
-# Usage: install-system-packages.sh [run|test|bench|server]
+# Usage: install-system-packages.sh [run|test|bench|server|build|venv]
 set -euo pipefail
 want_for() {
   case "$1" in
@@ -8,6 +8,8 @@ want_for() {
     test) echo "redis-server:redis-server nginx:nginx chromium:chromium" ;;
     bench) echo "redis-server:redis-server nginx:nginx wrk:wrk" ;;
     server) echo "redis-server:redis-server nginx:nginx" ;;
+    build) echo "npm:npm" ;;
+    venv) echo "" ;;  # checked below: Debian's python3 needs python3-venv for `-m venv`
     *) echo "unknown profile: $1" >&2; exit 2 ;;
   esac
 }
@@ -18,6 +20,9 @@ for pair in $(want_for "${1:-test}"); do
     missing+=("$package")
   fi
 done
+if [ "${1:-test}" = venv ] && ! "${PYTHON:-python3}" -c 'import ensurepip' 2>/dev/null; then
+  missing+=("python3-venv")
+fi
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
   echo "Missing system packages: ${missing[*]}" >&2
