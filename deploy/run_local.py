@@ -316,6 +316,8 @@ def ready(args) -> int:
         f"  API              : {args.public}/api/create-web-call\n"
         f"  Health           : {args.public}/api/health/ready\n"
         f"  Demo agent       : {args.agent_id}\n"
+        f"  Admin CLI        : REDIS_URL={os.environ['REDIS_URL']} .venv/bin/flask --app wsgi "
+        "origins list\n"
         "  Press Ctrl-C to stop everything.\n",
         flush=True,
     )
