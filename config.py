@@ -180,7 +180,6 @@ FIELDS: dict[str, tuple[str, object]] = {
     "WIDGET_CHANGELOG_URL": ("widget_changelog_url", str),
     "LOG_LEVEL": ("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
 }
-FIELD_TO_ENV = {field: name for name, (field, _) in FIELDS.items()}
 REQUIRED_IN_PRODUCTION = ("RETELL_API_KEY", "REDIS_URL")
 
 

@@ -36,7 +36,7 @@ def create_app(config: Mapping[str, object] | Settings | None = None) -> Flask:
 
     redis_store.init_app(app)
     retell_client.init_app(app)
-    app.extensions["admission"] = Admission(redis_store.client, settings.redis_key_prefix, settings)
+    app.extensions["admission"] = Admission(redis_store.client, settings)
 
     from app import api, cli
 

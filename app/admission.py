@@ -21,9 +21,8 @@ SCRIPT = (Path(__file__).with_name("admission.lua")).read_text()
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    outcome: (
-        str  # ok | allowed | origin_denied | invalid | agent_denied | agent_required | rate_limited
-    )
+    # ok | allowed | origin_denied | invalid | agent_denied | agent_required | rate_limited
+    outcome: str
     entry: str = ""
     agent_id: str = ""
     limit: int = 0
@@ -33,8 +32,8 @@ class Decision:
 
 
 class Admission:
-    def __init__(self, client: redis.Redis, prefix: str, settings):
-        self.prefix = prefix
+    def __init__(self, client: redis.Redis, settings):
+        self.prefix = settings.redis_key_prefix
         self.settings = settings
         self.script = client.register_script(SCRIPT)
         self.ip_limits = ",".join(f"{n}:{w}" for n, w in settings.rate_limit_per_ip)

@@ -125,10 +125,6 @@ class RetellClient:
             result["ice_servers"] = servers
         return result
 
-    def close(self) -> None:
-        if self.http is not None:
-            self.http.clear()
-
 
 def _read_bounded(response: urllib3.BaseHTTPResponse) -> bytes | None:
     """The body, or None when it is larger than MAX_UPSTREAM_BYTES."""

@@ -21,15 +21,8 @@ import redis
 
 log = logging.getLogger(__name__)
 
-OUTCOMES = (
-    "created",
-    "origin_denied",
-    "agent_denied",
-    "rate_limited",
-    "invalid",
-    "upstream_error",
-    "unavailable",
-)
+# Outcomes: created, origin_denied, agent_denied, rate_limited, invalid, upstream_error,
+# unavailable (README's usage stream section).
 UA_MAX = 200
 
 

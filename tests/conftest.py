@@ -7,7 +7,6 @@ import shutil
 import subprocess
 import tempfile
 import threading
-from pathlib import Path
 
 import pytest
 import redis as redis_lib
@@ -202,10 +201,3 @@ def round_trips(monkeypatch):
         yield lambda: sent[0] - start
 
     return measure
-
-
-@pytest.fixture
-def artifacts_dir() -> Path:
-    path = Path(__file__).resolve().parent.parent / "test-artifacts"
-    path.mkdir(exist_ok=True)
-    return path
