@@ -24,7 +24,7 @@ sysdeps-run sysdeps-test sysdeps-bench: sysdeps-%:
 	@deploy/install-system-packages.sh $*
 
 run: $(STAMP) build sysdeps-run
-	$(BIN)/python -m deploy.run_local
+	$(BIN)/python -m devtools.run_local
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -1,6 +1,6 @@
 """A fast fake Retell for the benchmark: raw HTTP/1.1 keep-alive on asyncio.
 
-Answers POST /v3/create-web-call (and /v2/) exactly like tests/fakes/retell.py in its
+Answers POST /v3/create-web-call (and /v2/) exactly like devtools/fakes/retell.py in its
 "ok" behaviour (201, the v3 JSON shape, Bearer auth, agent_id checked), after a delay D
 scheduled with loop.call_later, so one process can hold thousands of waiting calls while
 spending almost no CPU. Why not the stdlib fake: ThreadingHTTPServer starts a thread per
@@ -21,7 +21,7 @@ import asyncio
 import contextlib
 import json
 
-from tests.fakes.retell import DEFAULT_KEY, created_answer
+from devtools.fakes.retell import DEFAULT_KEY, created_answer
 
 MAX_HEADER = 16 * 1024
 MAX_BODY = 64 * 1024

@@ -3,7 +3,7 @@ and write bench/results/<date>.json and .md from the measurements.
 
 Systems under test (all started here, all on 127.0.0.1, all stopped at the end):
     fake Retell   bench/fake_retell.py (asyncio), D set between cells; the stdlib
-                  tests/fakes/retell.py is measured directly too, to show which one can
+                  devtools/fakes/retell.py is measured directly too, to show which one can
                   be trusted not to be the bottleneck
     gateway       nginx (deploy/nginx, rendered for loopback) -> gunicorn
                   (deploy/gunicorn.conf.py) over a unix socket -> app, real redis-server,
@@ -645,7 +645,7 @@ def measure_stdlib_fake(bench: Bench) -> None:
         port = free_port()
         proc = bench.start(
             f"stdlib-fake-{delay_ms}",
-            [sys.executable, "-m", "tests.fakes.retell", "--port", port, "--api-key", API_KEY,
+            [sys.executable, "-m", "devtools.fakes.retell", "--port", port, "--api-key", API_KEY,
              "--delay", delay_ms / 1000],
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
@@ -653,7 +653,7 @@ def measure_stdlib_fake(bench: Bench) -> None:
         for conns in (64, 256):
             bench.cell(
                 "fake",
-                "stdlib fake (tests/fakes/retell.py)",
+                "stdlib fake (devtools/fakes/retell.py)",
                 f"{url}/v3/create-web-call",
                 conns,
                 delay_ms,

@@ -13,8 +13,8 @@ import redis as redis_lib
 from werkzeug.serving import make_server
 
 from app import create_app
-from deploy.run_local import free_port, wait_for_port
-from tests.fakes.retell import FakeRetell
+from devtools.fakes.retell import FakeRetell
+from devtools.ports import free_port, wait_for_port
 
 REDIS_BINARY = shutil.which("redis-server") or "/usr/bin/redis-server"
 PREFIX = "widget:"

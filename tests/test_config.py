@@ -96,7 +96,7 @@ def test_every_setting_is_in_the_readme_configuration_table():
     table = readme[readme.index("## Configuration") : readme.index("## Redis keys")]
     documented = set(re.findall(r"^\| `([A-Z_]+)` \|", table, re.MULTILINE))
     deploy = "".join(
-        (ROOT / "deploy" / name).read_text() for name in ("gunicorn.conf.py", "run_local.py")
+        (ROOT / path).read_text() for path in ("deploy/gunicorn.conf.py", "devtools/run_local.py")
     )
     read_by_deploy = set(re.findall(r'"((?:GUNICORN|RUN|DEMO|WIDGET)_[A-Z_]+)"', deploy))
     assert documented == set(FIELDS) | read_by_deploy

@@ -8,14 +8,13 @@ import os
 import signal
 import subprocess
 import threading
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from deploy.nginx.render import nginx_command, write_local
-from deploy.run_local import free_port, wait_for_port
+from devtools.ports import free_port, wait_for_port, wait_until  # noqa: F401 -- re-exported
 
 
 @dataclass
@@ -172,12 +171,3 @@ def pid_alive(pid: int) -> bool:
     except (FileNotFoundError, IndexError):
         return False
     return state != "Z"
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()

@@ -14,7 +14,7 @@ import pytest
 
 from config import Settings
 from deploy.nginx.render import SiteSettings, nginx_command, render_files, write_site
-from deploy.run_local import free_port, wait_for_port
+from devtools.ports import free_port, wait_for_port
 from tests.deploy.helpers import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -93,7 +93,7 @@ def test_limit_req_answers_429_json_per_client_address(tmp_path, dist_dir, upstr
 
 
 def test_upstream_down_is_503_json(tmp_path, dist_dir):
-    from deploy.run_local import free_port
+    from devtools.ports import free_port
 
     with run_nginx(tmp_path, upstream=f"127.0.0.1:{free_port()}", dist_root=dist_dir) as nginx:
         reply = fetch(nginx.port, "/api/create-web-call", method="POST", body="{}")

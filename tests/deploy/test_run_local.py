@@ -1,4 +1,4 @@
-"""`make run` (python -m deploy.run_local): starts the whole stack, serves the demo site
+"""`make run` (python -m devtools.run_local): starts the whole stack, serves the demo site
 and the API, and leaves nothing behind after Ctrl-C."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import pytest
 import redis as redis_lib
 
-from deploy import run_local
-from deploy.run_local import free_port, wait_for_port
+from devtools import run_local
+from devtools.ports import free_port, wait_for_port
 from tests.deploy.helpers import fetch, pid_alive, stop_process, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -44,7 +44,7 @@ def descendants(pid: int) -> set[int]:
 
 @contextmanager
 def run_local_stack(tmp_path, dist_root):
-    """python -m deploy.run_local on free ports, with the fakes (no key, no REDIS_URL)."""
+    """python -m devtools.run_local on free ports, with the fakes (no key, no REDIS_URL)."""
     port, demo_port = free_port(), free_port()
     env = {
         k: v
@@ -54,7 +54,7 @@ def run_local_stack(tmp_path, dist_root):
     log_path = tmp_path / "run.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "deploy.run_local", "--port", str(port),
+            [sys.executable, "-m", "devtools.run_local", "--port", str(port),
              "--demo-port", str(demo_port), "--dist-root", str(dist_root)],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )  # fmt: skip
@@ -119,7 +119,7 @@ def test_make_run_serves_demo_and_api_then_stops_cleanly(tmp_path, dist_dir, nee
 def test_fakeredis_fallback_is_a_working_tcp_server():
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "deploy.run_local", "fakeredis", str(port)], cwd=ROOT
+        [sys.executable, "-m", "devtools.run_local", "fakeredis", str(port)], cwd=ROOT
     )
     try:
         wait_for_port(port, process=proc)

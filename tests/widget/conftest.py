@@ -5,9 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 import threading
-import time
 import urllib.request
 from functools import partial
 from http.server import BaseHTTPRequestHandler, SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -15,12 +13,11 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-if str(ROOT) not in sys.path:  # `tests.fakes` is imported as a package from the repo root
-    sys.path.insert(0, str(ROOT))
+from devtools.fakes.gateway import FakeGateway
+from devtools.ports import wait_until
+from tests.widget.pages import new_page
 
-from tests.fakes.gateway import FakeGateway  # noqa: E402
-from tests.widget.pages import new_page  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 DIST = ROOT / "static" / "dist"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
@@ -218,13 +215,9 @@ def wait_for():
 
 
 def _wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s")
+    value = wait_until(predicate, timeout, interval)
+    assert value, f"condition not met within {timeout}s"
+    return value
 
 
 class TokenGateway:

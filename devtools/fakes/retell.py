@@ -2,7 +2,7 @@
 
 Implements POST /v2/create-web-call and /v3/create-web-call with Bearer auth, and can be
 switched to answer each documented error, hang, answer slowly, send garbage or too much.
-Used by the tests, by `make run` (python -m tests.fakes.retell) and by the benchmarks.
+Used by the tests, by `make run` (python -m devtools.fakes.retell) and by the benchmarks.
 """
 
 from __future__ import annotations

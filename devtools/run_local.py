@@ -2,7 +2,7 @@
 
     Redis          REDIS_URL if set; else redis-server on a free port in a temp dir;
                    else fakeredis's TCP server (said which at start-up)
-    fake Retell    tests.fakes.retell + tests.fakes.gateway, only when RETELL_API_KEY
+    fake Retell    devtools.fakes.retell + devtools.fakes.gateway, only when RETELL_API_KEY
                    is unset (announced in one line)
     gunicorn       deploy/gunicorn.conf.py, APP_ENV=production, production limits,
                    TRUSTED_PROXY_COUNT=1 behind nginx
@@ -25,62 +25,17 @@ import secrets
 import shlex
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
+
+from devtools.ports import free_port, port_is_free, wait_for_http
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 DEFAULT_DEMO_AGENT = "agent_demo"
 FAKE_API_KEY = "key_local_fake_retell"
-
-
-def free_port() -> int:
-    """A currently free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def port_is_free(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-        return True
-
-
-def wait_for_port(port: int, timeout: float = 15, process=None, host: str = "127.0.0.1"):
-    """Block until something accepts TCP connections on host:port."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode} before listening")
-        try:
-            with socket.create_connection((host, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on {host}:{port} after {timeout}s")
-
-
-def wait_for_http(url: str, timeout: float = 30, ok=(200,)) -> None:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 -- loopback
-                if resp.status in ok:
-                    return
-                last = resp.status
-        except Exception as exc:  # noqa: BLE001 -- any failure means "not yet"
-            last = exc
-        time.sleep(0.1)
-    raise TimeoutError(f"{url} not ready after {timeout}s (last: {last})")
 
 
 def _python() -> str:
@@ -154,7 +109,7 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
             notes.append(f"Redis: started redis-server on 127.0.0.1:{redis_port} ({redis_dir})")
         else:
             processes.append(
-                ("redis", _cmd(_python(), "-m", "deploy.run_local", "fakeredis", redis_port))
+                ("redis", _cmd(_python(), "-m", "devtools.run_local", "fakeredis", redis_port))
             )
             notes.append(
                 f"Redis: redis-server is not installed; using fakeredis's TCP server "
@@ -177,7 +132,7 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
                 _cmd(
                     _python(),
                     "-m",
-                    "tests.fakes.retell",
+                    "devtools.fakes.retell",
                     "--port",
                     retell_port,
                     "--api-key",
@@ -188,7 +143,7 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
             )
         )
         processes.append(
-            ("gateway", _cmd(_python(), "-m", "tests.fakes.gateway", "--port", gateway_port))
+            ("gateway", _cmd(_python(), "-m", "devtools.fakes.gateway", "--port", gateway_port))
         )
         env.update(
             RETELL_API_KEY=FAKE_API_KEY,
@@ -244,7 +199,7 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
             _cmd(
                 _python(),
                 "-m",
-                "deploy.run_local",
+                "devtools.run_local",
                 "ready",
                 "--public",
                 public,

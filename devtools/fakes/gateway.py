@@ -7,7 +7,7 @@ Serves, with or without a ``/{call_id}`` prefix:
 
 HTTP runs in a stdlib threaded server; aiortc runs on its own asyncio loop in a
 background thread, so synchronous pytest fixtures can start and stop it.
-Run standalone: ``python -m tests.fakes.gateway --port 8790``.
+Run standalone: ``python -m devtools.fakes.gateway --port 8790``.
 """
 
 from __future__ import annotations
