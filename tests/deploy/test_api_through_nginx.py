@@ -124,3 +124,34 @@ def test_gunicorn_access_log_is_json(stack):
     assert record["path"] == "/api/health" and record["method"] == "GET"
     assert record["forwarded_for"] == "127.0.0.1"
     assert record["duration_ms"] >= 0
+
+
+def allowed(reply) -> set[str]:
+    return {m.strip() for m in (reply.header("Allow") or "").split(",") if m.strip()}
+
+
+@pytest.mark.parametrize("path", ["/api/create-web-call", "/api/health", "/api/widget-version"])
+def test_trace_is_a_json_405_with_the_apps_allow(stack, path):
+    """nginx refuses TRACE itself, before any location: in the app's shape all the same."""
+    # DELETE reaches the app, whose 405 is the reference for this path.
+    reference = fetch(stack.port, path, method="DELETE")
+    assert reference.status == 405 and reference.json()["error"] == "method_not_allowed"
+    for method in ("TRACE", "FOO"):
+        reply = fetch(stack.port, path, method=method)
+        assert reply.status == 405, (method, reply.body)
+        assert reply.header("Content-Type").startswith("application/json")
+        body = reply.json()
+        assert body["error"] == "method_not_allowed" and body["message"], body
+        assert allowed(reply) == allowed(reference), method
+        assert_security_headers(reply)
+
+
+def test_unknown_method_on_widget_files_is_a_json_405(stack):
+    reply = fetch(stack.port, "/v1/retell-widget.js", method="FOO")
+    assert reply.status == 405
+    assert reply.json()["error"] == "method_not_allowed"
+    assert allowed(reply) == {"GET", "HEAD"}
+    assert reply.header_all("Access-Control-Allow-Origin") == ["*"]
+    assert_security_headers(reply)
+    trace = fetch(stack.port, "/v1/retell-widget.js", method="TRACE")
+    assert trace.status == 405 and trace.json()["error"] == "method_not_allowed"
