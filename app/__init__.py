@@ -7,13 +7,14 @@ import secrets
 from collections.abc import Mapping
 
 from flask import Flask
-from flask_cors import CORS
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app.admission import Admission, log_allowlist_problems
+from app import cli, http
 from app.errors import register_error_handlers
 from app.extensions import redis_store, retell_client
 from app.logs import configure_logging, init_request_logging
+from app.policy.admission import Admission
+from app.policy.allowlist import log_allowlist_problems
 from config import Settings, load_settings
 
 MAX_BODY_BYTES = 8 * 1024
@@ -38,11 +39,7 @@ def create_app(config: Mapping[str, object] | Settings | None = None) -> Flask:
     retell_client.init_app(app)
     app.extensions["admission"] = Admission(redis_store.client, settings)
 
-    from app import api, cli
-
-    app.register_blueprint(api.bp)
-    # Public read-only routes may be read from anywhere; create-web-call has its own CORS.
-    CORS(app, resources={r"/api/health.*": {}, r"/api/widget-version": {}}, origins="*")
+    http.init_app(app)
     register_error_handlers(app)
     init_request_logging(app)
     cli.init_app(app)

@@ -30,6 +30,28 @@ class ApiError(Exception):
         self.extra = extra
 
 
+# Upstream failure kind (app/retell/calls.py) -> our status, code and message: the one place.
+UPSTREAM_ERRORS = {
+    "timeout": (504, "upstream_timeout", "The voice service did not answer in time."),
+    "unreachable": (502, "upstream_error", "The voice service could not be reached."),
+    "oversized": (502, "upstream_error", "The voice service sent an oversized answer."),
+    "unusable": (502, "upstream_error", "The voice service sent an unusable answer."),
+    "unauthorized": (502, "upstream_unauthorized", "The voice service refused our credentials."),
+    "payment_required": (503, "upstream_payment_required", "The voice service is unavailable."),
+    "no_agent": (404, "agent_not_found", "This voice agent does not exist."),
+    "rate_limited": (503, "upstream_rate_limited", "The voice service is busy; try again shortly."),
+    "failed": (502, "upstream_error", "The voice service failed to start the call."),
+}
+
+
+def upstream_error(kind: str, retry_after: int | None = None, headers=None) -> ApiError:
+    status, code, message = UPSTREAM_ERRORS.get(kind, UPSTREAM_ERRORS["failed"])
+    headers = dict(headers or {})
+    if retry_after:
+        headers["Retry-After"] = str(retry_after)
+    return ApiError(status, code, message, headers)
+
+
 def error_response(status: int, code: str, message: str, headers=None, **extra):
     response = jsonify({"error": code, "message": message, **extra})
     response.status_code = status

@@ -6,7 +6,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from app.retell import RetellClient
+from app.retell.calls import RetellClient
 from config import Settings
 
 

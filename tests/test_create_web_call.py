@@ -229,7 +229,7 @@ def test_api_answers_json_for_404_405_and_500(client, allowed, monkeypatch, usag
     def boom(*args):
         raise RuntimeError("kaboom")
 
-    monkeypatch.setattr("app.api.retell_client.create_web_call", boom)
+    monkeypatch.setattr("app.http.calls.retell_client.create_web_call", boom)
     response = post(client, {"agent_id": AGENT})
     assert_error(response, 500, "internal_error")
     assert "kaboom" not in response.get_data(as_text=True)

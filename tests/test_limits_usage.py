@@ -230,7 +230,7 @@ def test_maxlen_trims_the_stream(client_factory, redis):
 EXPORT_CRASH = """
 import os, signal, sys
 from app import create_app
-from app import usage
+from app.usage import reports
 from app.extensions import redis_store
 app = create_app({"REDIS_URL": sys.argv[1], "USAGE_IP_HASH_KEY": "x"})
 def write(line):
@@ -238,7 +238,7 @@ def write(line):
     sys.stdout.flush()
     os.kill(os.getpid(), signal.SIGKILL)  # dies after writing, before acking
 with app.app_context():
-    usage.export(redis_store.client, "widget:usage", "warehouse", "doomed", write, 60_000)
+    reports.export(redis_store.client, "widget:usage", "warehouse", "doomed", write, 60_000)
 """
 
 

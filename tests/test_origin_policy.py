@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from app.admission import allowlist_problems
+from app.policy.allowlist import allowlist_problems
 
 ORIGIN = "https://client-a.com"
 AGENT = "agent_abc"

@@ -1,6 +1,6 @@
 import pytest
 
-from app.origins import (
+from app.policy.origins import (
     InvalidOrigin,
     candidate_entries,
     canonical_entry,

@@ -1,4 +1,4 @@
-"""Operator commands: flask --app wsgi origins|agents|snippet|usage ...
+"""flask --app wsgi origins|agents|snippet: the allowlist, agent grants, the embed HTML.
 
 They validate and canonicalise what they write, so the allowlist holds only entries the
 gateway can match. Plain redis-cli edits work too (README); `origins check` reports bad ones.
@@ -6,26 +6,21 @@ gateway can match. Plain redis-cli edits work too (README); `origins check` repo
 
 from __future__ import annotations
 
-import datetime as dt
 import html
 import json
-import re
 import sys
 
 import click
 from flask import current_app
 from flask.cli import AppGroup, with_appcontext
 
-from app import usage
-from app.admission import allowlist_problems
-from app.api import AGENT_ID
 from app.extensions import redis_store
-from app.origins import InvalidOrigin, canonical_entry
+from app.policy.admission import AGENT_ID
+from app.policy.allowlist import allowlist_problems
+from app.policy.origins import InvalidOrigin, canonical_entry
 
 origins_cli = AppGroup("origins", help="The origin allowlist.")
 agents_cli = AppGroup("agents", help="Which agents each origin may use.")
-usage_cli = AppGroup("usage", help="Read the usage stream.")
-DURATION = re.compile(r"^(\d+)([smhd])$")
 
 
 def _redis():
@@ -162,83 +157,3 @@ def _integrity(path) -> dict[str, str]:
         return {name: info["integrity"] for name, info in files.items()}
     except (OSError, ValueError, KeyError, TypeError):
         return {}
-
-
-def _since(value: str) -> dt.timedelta:
-    match = DURATION.match(value)
-    if not match:
-        raise click.BadParameter("use e.g. 30m, 24h, 7d")
-    unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]
-    return dt.timedelta(**{unit: int(match[1])})
-
-
-def _line(entry_id: str, fields: dict) -> str:
-    when = usage.entry_time(entry_id).strftime("%Y-%m-%d %H:%M:%S")
-    return "  ".join(
-        [
-            when,
-            f"{fields.get('outcome', ''):<14}",
-            f"{fields.get('status', ''):<3}",
-            f"{fields.get('origin', '') or '-':<32}",
-            fields.get("agent_id", "") or "-",
-            fields.get("call_id", "") or "",
-        ]
-    ).rstrip()
-
-
-@usage_cli.command("tail")
-@click.option("-n", "count", default=20, show_default=True, help="How many recent entries.")
-@click.option("--follow", "-f", is_flag=True, help="Keep printing new entries.")
-def usage_tail(count, follow):
-    """Recent usage entries, oldest first."""
-    stream = redis_store.key("usage")
-    last = "$"
-    for entry_id, fields in usage.tail(_redis(), stream, count):
-        click.echo(_line(entry_id, fields))
-        last = entry_id
-    if follow:
-        for entry_id, fields in usage.follow(_redis(), stream, last):
-            click.echo(_line(entry_id, fields))
-
-
-@usage_cli.command("report")
-@click.option("--since", default="24h", show_default=True, help="Window, e.g. 30m, 24h, 7d.")
-@click.option(
-    "--by",
-    type=click.Choice(["origin", "agent", "outcome", "day"]),
-    default="origin",
-    show_default=True,
-)
-def usage_report(since, by):
-    """Attempts and created calls per origin, agent, outcome or day."""
-    field = "agent_id" if by == "agent" else by
-    rows = usage.report(_redis(), redis_store.key("usage"), _since(since), field)
-    width = max([len(by), *(len(str(r[0]) or "-") for r in rows)])
-    click.echo(f"{by:<{width}}  {'attempts':>8}  {'created':>8}")
-    for group, attempts, created in rows:
-        click.echo(f"{group or '-':<{width}}  {attempts:>8}  {created:>8}")
-    click.echo(f"{'total':<{width}}  {sum(r[1] for r in rows):>8}  {sum(r[2] for r in rows):>8}")
-
-
-@usage_cli.command("export")
-@click.option("--group", required=True, help="Consumer group (one per warehouse loader).")
-@click.option("--consumer", default="exporter", show_default=True)
-@click.option(
-    "--claim-idle", default=60, show_default=True, help="Seconds before claiming pending."
-)
-def usage_export(group, consumer, claim_idle):
-    """JSON lines to stdout, at least once, through a consumer group."""
-
-    def write(line: str) -> None:
-        sys.stdout.write(line)
-        sys.stdout.flush()
-
-    written = usage.export(
-        _redis(), redis_store.key("usage"), group, consumer, write, claim_idle * 1000
-    )
-    click.echo(f"{written} exported", err=True)
-
-
-def init_app(app) -> None:
-    for command in (origins_cli, agents_cli, usage_cli, snippet):
-        app.cli.add_command(command)

@@ -1,87 +1,14 @@
-"""The usage stream: one entry per create-web-call attempt, and the readers the CLI uses.
-
-Refusals are written by admission.lua in the same round trip as the decision; created
-calls and upstream failures are written here after the upstream answer.
-"""
+"""Reading the usage stream, for the CLI: tail, follow, report and export."""
 
 from __future__ import annotations
 
 import collections
 import datetime as dt
-import hashlib
-import hmac
-import ipaddress
 import json
-import logging
-import threading
 import time
 from collections.abc import Iterator
 
 import redis
-
-log = logging.getLogger(__name__)
-
-# Outcomes: created, origin_denied, agent_denied, rate_limited, invalid, upstream_error,
-# unavailable (README's usage stream section).
-UA_MAX = 200
-
-
-class FailureCounter:
-    """Counts usage writes that failed in this process (shown by /api/health/ready)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self.count = 0
-
-    def add(self) -> None:
-        with self._lock:
-            self.count += 1
-
-
-write_failures = FailureCounter()
-
-
-def anonymise_ip(address: str | None, mode: str, key: bytes) -> str:
-    if mode == "none" or not address:
-        return ""
-    if mode == "full":
-        return address
-    if mode == "truncate":
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return ""
-        prefix = 24 if ip.version == 4 else 48
-        return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
-    return hmac.new(key, address.encode(), hashlib.sha256).hexdigest()[:32]
-
-
-def base_fields(*, origin, ip, user_agent, request_id) -> dict[str, str]:
-    """The fields every entry carries; outcome, status, entry and agent_id come later."""
-    return {
-        "ts": str(int(time.time() * 1000)),
-        "origin": (origin or "")[:300],
-        "ip": ip,
-        "ua": (user_agent or "")[:UA_MAX],
-        "request_id": request_id,
-    }
-
-
-def record(client: redis.Redis, stream: str, maxlen: int, fields: dict) -> None:
-    """Writes one entry; a failure is logged and counted, never raised."""
-    try:
-        client.xadd(
-            stream,
-            {k: "" if v is None else str(v) for k, v in fields.items()},
-            maxlen=maxlen or None,
-            approximate=True,
-        )
-    except redis.RedisError as exc:
-        write_failures.add()
-        log.error("usage entry not written (%s): %s", type(exc).__name__, fields.get("outcome"))
-
-
-# Readers, for the CLI.
 
 
 def entry_time(entry_id: str) -> dt.datetime:

@@ -16,7 +16,6 @@ import urllib3
 from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError
 from urllib3.exceptions import TimeoutError as UrllibTimeout
 
-from app.errors import ApiError
 from config import Settings
 
 log = logging.getLogger(__name__)
@@ -25,13 +24,18 @@ MAX_UPSTREAM_BYTES = 64 * 1024
 CALL_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 DEFAULT_RETRY_AFTER = 5
 
+# What went wrong upstream; app/errors.py maps each kind to our status, code and message.
+TIMEOUT, UNREACHABLE, OVERSIZED, UNUSABLE = "timeout", "unreachable", "oversized", "unusable"
+UNAUTHORIZED, PAYMENT_REQUIRED, AGENT_NOT_FOUND = "unauthorized", "payment_required", "no_agent"
+RATE_LIMITED, FAILED = "rate_limited", "failed"
 
-class UpstreamFailure(ApiError):
-    """An upstream problem, already mapped to our status and code."""
 
-    def __init__(self, status, code, message, latency_ms, headers=None):
-        super().__init__(status, code, message, headers)
-        self.latency_ms = latency_ms
+class UpstreamFailure(Exception):
+    """Retell did not create the call; `kind` says why, in Retell's terms, not ours."""
+
+    def __init__(self, kind: str, latency_ms: int, retry_after: int | None = None):
+        super().__init__(kind)
+        self.kind, self.latency_ms, self.retry_after = kind, latency_ms, retry_after
 
 
 class RetellClient:
@@ -64,9 +68,9 @@ class RetellClient:
         }
         started = time.perf_counter()
 
-        def failure(status, code, message, headers=None):
+        def failure(kind, retry_after=None):
             elapsed = round((time.perf_counter() - started) * 1000)
-            return UpstreamFailure(status, code, message, elapsed, headers)
+            return UpstreamFailure(kind, elapsed, retry_after)
 
         try:
             response = self.http.request(
@@ -85,25 +89,19 @@ class RetellClient:
             cause = exc.reason if isinstance(exc, MaxRetryError) else exc
             # NewConnectionError (refused, unreachable) subclasses the timeout error.
             if isinstance(cause, UrllibTimeout) and not isinstance(cause, NewConnectionError):
-                raise failure(
-                    504, "upstream_timeout", "The voice service did not answer in time."
-                ) from None
+                raise failure(TIMEOUT) from None
             log.warning("upstream request failed: %s", type(cause).__name__)
-            raise failure(
-                502, "upstream_error", "The voice service could not be reached."
-            ) from None
+            raise failure(UNREACHABLE) from None
         latency_ms = round((time.perf_counter() - started) * 1000)
         if raw is None:
-            raise failure(502, "upstream_error", "The voice service sent an oversized answer.")
+            raise failure(OVERSIZED)
         if not 200 <= response.status < 300:
             raise _map_error(response, failure)
         try:
             return self._normalise(json.loads(raw)), latency_ms
         except (ValueError, TypeError, KeyError):
             log.warning("upstream answered %s with an unusable body", response.status)
-            raise failure(
-                502, "upstream_error", "The voice service sent an unusable answer."
-            ) from None
+            raise failure(UNUSABLE) from None
 
     def _normalise(self, data: dict) -> dict:
         token, call_id = data["access_token"], data["call_id"]
@@ -144,22 +142,16 @@ def _map_error(response: urllib3.BaseHTTPResponse, failure) -> UpstreamFailure:
     # Log the status only: the upstream body may echo what we sent.
     if status in (401, 403):
         log.error("UPSTREAM REJECTED OUR API KEY (HTTP %s): check RETELL_API_KEY", status)
-        return failure(502, "upstream_unauthorized", "The voice service refused our credentials.")
+        return failure(UNAUTHORIZED)
     if status == 402:
         log.error("upstream says payment required (HTTP 402): check the Retell account")
-        return failure(503, "upstream_payment_required", "The voice service is unavailable.")
+        return failure(PAYMENT_REQUIRED)
     if status in (404, 422):
-        return failure(404, "agent_not_found", "This voice agent does not exist.")
+        return failure(AGENT_NOT_FOUND)
     if status == 429:
-        retry_after = _retry_after(response.headers.get("Retry-After"))
-        return failure(
-            503,
-            "upstream_rate_limited",
-            "The voice service is busy; try again shortly.",
-            {"Retry-After": str(retry_after)},
-        )
+        return failure(RATE_LIMITED, _retry_after(response.headers.get("Retry-After")))
     log.warning("upstream answered HTTP %s", status)
-    return failure(502, "upstream_error", "The voice service failed to start the call.")
+    return failure(FAILED)
 
 
 def _retry_after(value: str | None) -> int:

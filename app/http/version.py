@@ -1,4 +1,4 @@
-"""What GET /api/widget-version reports: the build manifest's version against the caller's."""
+"""GET /api/widget-version: the build manifest's version against the caller's."""
 
 from __future__ import annotations
 
@@ -7,8 +7,12 @@ import logging
 import re
 import threading
 
-from app.errors import ApiError
+from flask import Blueprint, current_app, jsonify, request
 
+from app.errors import ApiError
+from app.http import cors
+
+bp = Blueprint("version", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
 VERSION = re.compile(r"^v?(\d{1,4})(?:\.(\d{1,4}))?(?:\.(\d{1,4}))?(?:[-+][0-9A-Za-z.-]{1,20})?$")
 
@@ -46,6 +50,7 @@ def _parts(version: str) -> tuple[int, ...] | None:
 
 
 def widget_version(settings, current: str | None) -> dict:
+    current = current or None  # an empty ?v= is no version at all
     if current is not None and _parts(current) is None:
         raise ApiError(400, "invalid_request", "v must be a version such as 1.0.0")
     latest = settings.widget_latest_version or manifest_version.get(settings.widget_manifest)
@@ -56,3 +61,11 @@ def widget_version(settings, current: str | None) -> dict:
         "update_available": newer,
         "changelog": settings.widget_changelog_url or None,
     }
+
+
+@bp.get("/widget-version")
+@cors.public
+def widget_version_route():
+    response = jsonify(widget_version(current_app.config["SETTINGS"], request.args.get("v")))
+    response.headers["Cache-Control"] = "public, max-age=300"
+    return response

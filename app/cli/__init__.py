@@ -1,0 +1,11 @@
+"""Operator commands, registered on `flask --app wsgi`."""
+
+from __future__ import annotations
+
+from app.cli.origins import agents_cli, origins_cli, snippet
+from app.cli.usage import usage_cli
+
+
+def init_app(app) -> None:
+    for command in (origins_cli, agents_cli, usage_cli, snippet):
+        app.cli.add_command(command)

@@ -1,0 +1,11 @@
+"""The HTTP API: one blueprint per concern, all under /api, CORS declared per route."""
+
+from __future__ import annotations
+
+from app.http import calls, cors, health, version
+
+
+def init_app(app) -> None:
+    for module in (calls, health, version):
+        app.register_blueprint(module.bp)
+    cors.init_app(app)

@@ -1,0 +1,263 @@
+"""POST /api/create-web-call: parse, admit, refuse or mint, record.
+
+Redis work: one round trip to decide (admission, which also records a refusal) and one to
+record the outcome of the upstream call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import redis
+from flask import Blueprint, current_app, g, jsonify, request
+from werkzeug.exceptions import RequestEntityTooLarge
+
+from app.errors import ApiError, upstream_error
+from app.extensions import redis_store, retell_client
+from app.http import cors
+from app.policy import admission
+from app.policy.admission import AGENT_ID, AdmissionRequest, Decision, ip_bucket
+from app.policy.origins import InvalidOrigin, canonical_origin, is_dev_loopback, is_insecure
+from app.retell.calls import UpstreamFailure
+from app.usage import stream
+from app.usage.entry import UsageEntry, anonymise_ip
+
+bp = Blueprint("calls", __name__, url_prefix="/api")
+log = logging.getLogger(__name__)
+
+BODY_FIELDS = ("agent_id", "metadata", "dynamic_variables")
+MAX_PAIRS, MAX_KEY, MAX_VALUE = 20, 64, 200
+
+
+def _settings():
+    return current_app.config["SETTINGS"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """Who is asking, from the headers alone (before any body is read)."""
+
+    raw_origin: str  # as sent (echoed in CORS), or "" when absent
+    origin: str | None  # canonical, or None when refused outright (none, several, malformed)
+    implicit: bool  # a development loopback origin, allowed without an allowlist entry
+    ip: str | None
+
+    @classmethod
+    def from_request(cls) -> Caller:
+        values = request.headers.getlist("Origin")
+        raw = values[0] if values else ""
+        origin = None
+        if len(values) == 1:
+            try:
+                origin = canonical_origin(raw)
+            except InvalidOrigin:
+                origin = None
+        settings = _settings()
+        if origin and is_insecure(origin) and not settings.insecure_origins_allowed:
+            origin = None
+        implicit = bool(origin) and not settings.production and is_dev_loopback(origin)
+        return cls(raw, origin, implicit, request.remote_addr)
+
+
+# The body: validated and bounded, next to the route that reads it.
+
+
+def _flat_strings(name: str, value) -> dict:
+    if not isinstance(value, dict):
+        raise ApiError(400, "invalid_request", f"{name} must be an object of strings")
+    if len(value) > MAX_PAIRS:
+        raise ApiError(400, "invalid_request", f"{name} has more than {MAX_PAIRS} keys")
+    for key, item in value.items():
+        if not key or len(key) > MAX_KEY:
+            raise ApiError(400, "invalid_request", f"{name} keys must be 1-{MAX_KEY} characters")
+        if not isinstance(item, str) or len(item) > MAX_VALUE:
+            raise ApiError(
+                400, "invalid_request", f"{name}.{key} must be a string of at most {MAX_VALUE}"
+            )
+    return value
+
+
+def parse_body() -> dict:
+    """The validated body; raises ApiError naming what is wrong. Null is never a value."""
+    if request.mimetype != "application/json":
+        raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
+    try:
+        raw = request.get_data(cache=True)
+    except RequestEntityTooLarge:
+        raise ApiError(413, "payload_too_large", "The body is larger than 8 KiB.") from None
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "The body is not valid JSON.") from None
+    except RecursionError:  # a few KiB of brackets: valid JSON, but no body of ours
+        raise ApiError(400, "invalid_request", "The body is nested too deeply.") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "invalid_request", "The body must be a JSON object.")
+    unknown = sorted(set(body) - set(BODY_FIELDS))
+    if unknown:
+        raise ApiError(400, "invalid_request", f"Unknown field: {unknown[0]}")
+    agent_id = body.get("agent_id", "")  # omitted: the site's one agent
+    if "agent_id" in body and not (isinstance(agent_id, str) and AGENT_ID.match(agent_id)):
+        raise ApiError(400, "invalid_request", "agent_id must be 1-128 of A-Z a-z 0-9 _ -")
+    return {
+        "agent_id": agent_id,
+        "metadata": _flat_strings("metadata", body.get("metadata", {})),
+        "dynamic_variables": _flat_strings("dynamic_variables", body.get("dynamic_variables", {})),
+    }
+
+
+def _unavailable(exc: Exception):
+    log.error("redis unavailable: %s", type(exc).__name__)
+    return ApiError(503, "unavailable", "The service is temporarily unavailable.")
+
+
+def _origin_refused():
+    return ApiError(403, "origin_not_allowed", "This site is not allowed to start calls.")
+
+
+@bp.route("/create-web-call", methods=["POST", "OPTIONS"])
+@cors.exact
+def create_web_call():
+    caller = Caller.from_request()
+    if request.method == "OPTIONS":
+        return preflight(caller)
+    body, body_error = read_body(caller)
+    entry = start_entry(caller)
+    decision = admit(caller, body, body_error, entry)
+    refuse_unless_admitted(decision, caller, body_error, entry)
+    headers = limit_headers(decision)
+    return jsonify(mint(decision, caller, body, entry, headers)), 201, headers
+
+
+def read_body(caller: Caller) -> tuple[dict | None, ApiError | None]:
+    """A refused origin's body is never parsed: only a well-formed one's."""
+    if not caller.origin:
+        return None, None
+    try:
+        return parse_body(), None
+    except ApiError as exc:
+        return None, exc
+
+
+def start_entry(caller: Caller) -> UsageEntry:
+    ip = anonymise_ip(caller.ip, _settings().usage_ip_mode, current_app.config["USAGE_IP_HASH_KEY"])
+    return UsageEntry.start(
+        origin=caller.origin or caller.raw_origin,
+        ip=ip,
+        user_agent=request.headers.get("User-Agent"),
+        request_id=g.request_id,
+    )
+
+
+def admit(caller: Caller, body, body_error: ApiError | None, entry: UsageEntry) -> Decision:
+    """One round trip; a refusal is recorded by the script itself."""
+    gate = current_app.extensions["admission"]
+    try:
+        return gate.decide(
+            AdmissionRequest(
+                mode="create",
+                origin=caller.origin,
+                implicit=caller.implicit,
+                agent_id=body["agent_id"] if body else "",
+                body_error=(body_error.status, body_error.code) if body_error else None,
+                ip_bucket=ip_bucket(caller.ip),
+                usage=entry,
+            )
+        )
+    except redis.RedisError as exc:
+        if not isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+            _record(entry.decided("unavailable", 503, error="unavailable"))
+        raise _unavailable(exc) from None
+
+
+def refuse_unless_admitted(
+    decision: Decision, caller: Caller, body_error: ApiError | None, entry: UsageEntry
+) -> None:
+    """Raises the refusal's error; returns only for an admitted call (fail closed)."""
+    if decision.outcome != admission.ORIGIN_DENIED:
+        cors.allow(caller.raw_origin)  # the site is allowed: it may read why it was refused
+    match decision.outcome, decision.reason:
+        case admission.ADMITTED, _:
+            return
+        case admission.ORIGIN_DENIED, _:
+            raise _origin_refused()
+        case admission.INVALID, "body" if body_error is not None:
+            raise body_error
+        case admission.INVALID, "agent_required":
+            raise ApiError(400, "invalid_request", "agent_id is required for this site.")
+        case admission.AGENT_DENIED, _:
+            raise ApiError(403, "agent_not_allowed", "This agent is not available on this site.")
+        case admission.RATE_LIMITED, _:
+            raise ApiError(
+                429,
+                "rate_limited",
+                "Too many calls were started; try again later.",
+                limit_headers(decision),
+                retry_after=max(decision.retry_after, 1),
+            )
+        case _:  # an outcome this code does not know never reaches the upstream call
+            log.error("unknown admission decision %r: refused", decision)
+            _record(entry.decided("unavailable", 500, error="internal_error",
+                                  entry=decision.entry, agent_id=decision.agent_id))  # fmt: skip
+            raise ApiError(500, "internal_error", "Something went wrong on our side.")
+
+
+def limit_headers(decision: Decision) -> dict[str, str]:
+    if not decision.limit:
+        return {}
+    headers = {
+        "X-RateLimit-Limit": str(decision.limit),
+        "X-RateLimit-Remaining": str(max(decision.remaining, 0)),
+        "X-RateLimit-Reset": str(decision.reset),
+    }
+    if decision.outcome == admission.RATE_LIMITED:
+        headers["Retry-After"] = str(max(decision.retry_after, 1))
+    return headers
+
+
+def mint(decision: Decision, caller: Caller, body: dict, entry: UsageEntry, headers) -> dict:
+    """Creates the call upstream (never retried) and records the outcome: one round trip."""
+    entry = dataclasses.replace(entry, entry=decision.entry, agent_id=decision.agent_id)
+    metadata = {**body["metadata"], "origin": caller.origin}
+    if request.referrer:
+        metadata["page_url"] = request.referrer[:MAX_VALUE]
+    try:
+        result, latency_ms = retell_client.create_web_call(
+            decision.agent_id, metadata, body["dynamic_variables"]
+        )
+    except UpstreamFailure as exc:
+        error = upstream_error(exc.kind, exc.retry_after, headers)
+        _record(entry.decided("upstream_error", error.status, error=error.code,
+                              upstream_ms=exc.latency_ms))  # fmt: skip
+        raise error from None
+    except Exception:
+        # A bug of ours still leaves its trace on the stream: nothing is lost.
+        _record(entry.decided("unavailable", 500, error="internal_error"))
+        raise
+    _record(entry.decided("created", 201, call_id=result["call_id"], upstream_ms=latency_ms))
+    return result
+
+
+def _record(entry: UsageEntry) -> None:
+    stream.record(
+        redis_store.client, redis_store.key("usage"), _settings().usage_stream_maxlen, entry
+    )
+
+
+def preflight(caller: Caller):
+    method = request.headers.get("Access-Control-Request-Method", "")
+    if not caller.origin or method.upper() != "POST":
+        raise _origin_refused()
+    gate = current_app.extensions["admission"]
+    try:
+        decision = gate.decide(
+            AdmissionRequest(mode="preflight", origin=caller.origin, implicit=caller.implicit)
+        )
+    except redis.RedisError as exc:
+        raise _unavailable(exc) from None
+    if decision.outcome != admission.ADMITTED:
+        raise _origin_refused()
+    cors.allow(caller.raw_origin)
+    return cors.preflight_response("POST, OPTIONS", _settings().cors_max_age)

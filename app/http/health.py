@@ -1,0 +1,42 @@
+"""GET /api/health (the process answers) and /api/health/ready (it can serve calls)."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import redis
+from flask import Blueprint, current_app, jsonify
+
+from app.extensions import redis_store
+from app.http import cors
+from app.usage import stream
+
+bp = Blueprint("health", __name__, url_prefix="/api")
+
+
+@bp.get("/health")
+@cors.public
+def health():
+    now = dt.datetime.now(dt.UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return jsonify({"status": "ok", "timestamp": now})
+
+
+@bp.get("/health/ready")
+@cors.public
+def ready():
+    settings = current_app.config["SETTINGS"]
+    components = {}
+    try:
+        redis_store.client.ping()
+        components["redis"] = {"status": "ok"}
+    except redis.RedisError as exc:
+        components["redis"] = {"status": "error", "detail": type(exc).__name__}
+    components["retell"] = (
+        {"status": "ok", "api_version": settings.retell_api_version}
+        if settings.retell_api_key
+        else {"status": "error", "detail": "RETELL_API_KEY is not set"}
+    )
+    components["usage_stream"] = {"status": "ok", "write_failures": stream.write_failures.count}
+    healthy = all(c["status"] == "ok" for c in components.values())
+    body = {"status": "ok" if healthy else "unavailable", "components": components}
+    return jsonify(body), 200 if healthy else 503

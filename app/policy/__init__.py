@@ -1,0 +1,1 @@
+"""Who may do what: the origin grammar, the allowlist, and admission (one Redis round trip)."""

@@ -1,0 +1,114 @@
+"""Who may start a call, decided in one Redis round trip (admission.lua).
+
+The script checks the origin against its candidate allowlist entries, the agent against
+that entry's grants, and every rate limit at once (all or nothing, so a refused request
+spends no budget), and writes the usage entry itself when it says no. It takes one JSON
+request (AdmissionRequest) and gives one JSON reply (Decision), both with named fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import json
+import logging
+import re
+from pathlib import Path
+
+import redis
+
+from app.policy.origins import candidate_entries
+from app.usage.entry import UsageEntry
+
+log = logging.getLogger(__name__)
+SCRIPT = Path(__file__).with_name("admission.lua").read_text()
+AGENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # what an agent grant may hold
+
+# Outcomes, one vocabulary with the usage stream's (except "admitted", which is not an entry).
+ADMITTED, ORIGIN_DENIED, INVALID = "admitted", "origin_denied", "invalid"
+AGENT_DENIED, RATE_LIMITED = "agent_denied", "rate_limited"
+
+# Refusal reason -> the status and error code the API answers with (and the stream records).
+REFUSALS = {
+    "origin_denied": {"status": 403, "error": "origin_not_allowed"},
+    "agent_denied": {"status": 403, "error": "agent_not_allowed"},
+    "agent_required": {"status": 400, "error": "invalid_request"},
+    "rate_limited": {"status": 429, "error": "rate_limited"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class AdmissionRequest:
+    """What the script needs to decide: built from the HTTP request by the route."""
+
+    mode: str  # "create" or "preflight"
+    origin: str | None  # canonical, or None when the Origin header was refused outright
+    implicit: bool = False  # a development loopback origin allowed without an entry
+    agent_id: str = ""
+    body_error: tuple[int, str] | None = None  # (status, code) when the body was refused
+    ip_bucket: str = ""
+    usage: UsageEntry | None = None  # the attempt's entry, for refusals the script records
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    outcome: str  # admitted | origin_denied | invalid | agent_denied | rate_limited
+    reason: str = ""  # for refusals: a key of REFUSALS, or "body"
+    entry: str = ""
+    agent_id: str = ""
+    limit: int = 0
+    remaining: int = 0
+    reset: int = 0  # unix seconds
+    retry_after: int = 0
+
+    @property
+    def refusal(self) -> dict:
+        return REFUSALS.get(self.reason, {})
+
+
+class Admission:
+    def __init__(self, client: redis.Redis, settings):
+        self.script = client.register_script(SCRIPT)
+        # The parts of every request that come from settings, encoded once.
+        self.fixed = {
+            "prefix": settings.redis_key_prefix,
+            "ip_limits": [{"count": n, "window": w} for n, w in settings.rate_limit_per_ip],
+            "origin_per_day": settings.rate_limit_per_origin_day,
+            "agent_per_day": settings.rate_limit_per_agent_day,
+            "maxlen": settings.usage_stream_maxlen,
+            "refusals": REFUSALS,
+        }
+
+    def decide(self, request: AdmissionRequest) -> Decision:
+        """Raises redis.RedisError when Redis cannot answer (the caller fails closed)."""
+        payload = {
+            **self.fixed,
+            "mode": request.mode,
+            "candidates": candidate_entries(request.origin) if request.origin else [],
+            "implicit": bool(request.implicit and request.origin),
+            "agent_id": request.agent_id,
+            "ip_bucket": request.ip_bucket,
+            "usage": request.usage.for_script() if request.usage else {"order": [], "values": {}},
+        }
+        if request.body_error:
+            payload["body_error"] = dict(zip(("status", "error"), request.body_error, strict=True))
+        reply = json.loads(self.script(keys=[], args=[json.dumps(payload)]))
+        problems = reply.pop("problems", "")
+        if problems:
+            # A wrong-type key or a failed usage write: the request still failed closed.
+            log.warning("redis problems during admission: %s", problems)
+        names = {f.name for f in dataclasses.fields(Decision)}
+        return Decision(**{k: v for k, v in reply.items() if k in names})
+
+
+def ip_bucket(remote_addr: str | None) -> str:
+    """The per-IP bucket: the address itself, or its /64 for IPv6 (one subscriber's range)."""
+    try:
+        address = ipaddress.ip_address(remote_addr or "")
+    except ValueError:
+        return "unknown"
+    if address.version == 6 and address.ipv4_mapped:
+        return str(address.ipv4_mapped)
+    if address.version == 6:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)

@@ -1,0 +1,54 @@
+"""What is wrong with the stored allowlist: reported at start-up and by `origins check`.
+
+Invalid entries never widen access (matching is by exact membership), but operators
+should hear of them.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import redis
+
+from app.policy.origins import InvalidOrigin, canonical_entry
+
+log = logging.getLogger(__name__)
+
+
+def allowlist_problems(client: redis.Redis, key) -> list[str]:
+    """What is wrong with the stored allowlist, one line each (two round trips in all)."""
+    origins_key = key("origins")
+    key_type = client.type(origins_key)
+    if key_type not in ("set", "none"):
+        return [f"{origins_key} is a {key_type}, not a set: every origin is refused"]
+    problems, entries = [], []
+    for entry in sorted(client.smembers(origins_key)):
+        try:
+            canonical = canonical_entry(entry)
+        except InvalidOrigin as exc:
+            problems.append(f"invalid entry {entry!r} is ignored: {exc}")
+            continue
+        if canonical != entry:
+            problems.append(f"entry {entry!r} matches nothing: store it as {canonical!r}")
+        else:
+            entries.append(entry)
+    pipe = client.pipeline(transaction=False)
+    for entry in entries:
+        pipe.type(key("agents", entry))
+        pipe.scard(key("agents", entry))
+    replies = pipe.execute(raise_on_error=False)
+    for entry, agents_type, size in zip(entries, replies[::2], replies[1::2], strict=True):
+        if agents_type not in ("set", "none"):
+            problems.append(f"{key('agents', entry)} is a {agents_type}, not a set: no agent")
+        elif not isinstance(size, int) or size == 0:
+            problems.append(f"origin {entry} has no agents: it can start no call")
+    return problems
+
+
+def log_allowlist_problems(client: redis.Redis, key) -> None:
+    """At start-up; a Redis that does not answer yet is not fatal."""
+    try:
+        for line in allowlist_problems(client, key):
+            log.warning("allowlist: %s", line)
+    except redis.RedisError as exc:
+        log.warning("allowlist not checked at start-up: %s", type(exc).__name__)
