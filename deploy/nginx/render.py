@@ -134,6 +134,7 @@ DEMO_SERVER = """
     server {{
         listen 127.0.0.1:{port};
         server_name localhost;
+        server_tokens off;
         access_log off;
         root {root};
         types {{ text/html html; }}

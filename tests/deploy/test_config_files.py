@@ -6,6 +6,7 @@ import datetime
 import http.client
 import re
 import runpy
+import socket
 import ssl
 import subprocess
 from pathlib import Path
@@ -13,9 +14,15 @@ from pathlib import Path
 import pytest
 
 from config import Settings
-from deploy.nginx.render import SiteSettings, nginx_command, render_files, write_site
+from deploy.nginx.render import (
+    SiteSettings,
+    nginx_command,
+    render_files,
+    write_local,
+    write_site,
+)
 from devtools.ports import free_port, wait_for_port
-from tests.deploy.helpers import stop_process
+from tests.deploy.helpers import fetch, run_nginx, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
 GUNICORN_CONF = ROOT / "deploy" / "gunicorn.conf.py"
@@ -77,6 +84,61 @@ def test_no_location_adds_headers_without_the_security_snippet():
                 assert "Content-Security-Policy" in body
                 assert ("Strict-Transport-Security" in body) is tls
         assert ("Strict-Transport-Security" in files["security-headers.conf"]) is tls
+
+
+def test_tls12_ciphers_are_ecdhe_with_aead_only_and_documented():
+    """Mozilla "intermediate": forward secrecy and authenticated encryption, nothing else."""
+    site = render_files(SiteSettings())["site.conf"]
+    [ciphers] = re.findall(r"^\s*ssl_ciphers (\S+);", site, re.M)
+    suites = ciphers.split(":")
+    assert len(suites) >= 4
+    for suite in suites:
+        assert suite.startswith("ECDHE-"), suite
+        assert suite.endswith(("-GCM-SHA256", "-GCM-SHA384", "-CHACHA20-POLY1305")), suite
+    assert ciphers in (ROOT / "deploy" / "README.md").read_text()
+    assert "ssl_ciphers" not in render_files(SiteSettings(tls=False))["site.conf"]
+
+
+def test_every_server_block_hides_the_nginx_version(tmp_path):
+    """gixy: the local site and make run's demo client site both say server_tokens off."""
+    for tls in (True, False):
+        site = render_files(SiteSettings(tls=tls))["site.conf"]
+        assert site.count("server_tokens off;") == site.count("\nserver {") == (2 if tls else 1)
+    main = write_local(
+        tmp_path, port=free_port(), upstream="127.0.0.1:9", dist_root=str(tmp_path),
+        demo_port=free_port(), demo_root=str(tmp_path),
+    )  # fmt: skip
+    text = main.read_text()
+    assert text.count("server {") == 1
+    assert text.count("server_tokens off;") == 1
+
+
+@pytest.mark.nginx
+def test_demo_site_sends_no_nginx_version(tmp_path, dist_dir, need_nginx):
+    demo_root = tmp_path / "demo"
+    demo_root.mkdir()
+    (demo_root / "index.html").write_text("<!doctype html><title>demo</title>")
+    demo_port = free_port()
+    with run_nginx(
+        tmp_path / "nginx", upstream="127.0.0.1:9", dist_root=dist_dir,
+        demo_port=demo_port, demo_root=str(demo_root),
+    ) as nginx:  # fmt: skip
+        for port in (nginx.port, demo_port):
+            reply = fetch(port, "/")
+            assert reply.header("Server") == "nginx", port
+
+
+def _tls12_handshake(port: int, cafile: Path, ciphers: str) -> str:
+    """The cipher a TLS 1.2 client offering only `ciphers` gets; ssl.SSLError if none."""
+    context = ssl.create_default_context(cafile=str(cafile))
+    context.check_hostname = False
+    context.minimum_version = context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw) as tls,
+    ):
+        return tls.cipher()[0]
 
 
 def _self_signed(directory: Path) -> tuple[Path, Path]:
@@ -154,6 +216,13 @@ def test_production_tls_variant_serves_https_and_redirects_http(tmp_path, dist_d
         assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
         assert resp.headers["Access-Control-Allow-Origin"] == "*"
         conn.close()
+
+        # TLS 1.2: only ECDHE with AEAD; a client offering only CBC suites is refused.
+        for cbc in ("ECDHE-ECDSA-AES128-SHA", "ECDHE-ECDSA-AES256-SHA384"):
+            with pytest.raises(ssl.SSLError):
+                _tls12_handshake(https_port, cert, cbc)
+        site_ciphers = re.search(r"ssl_ciphers (\S+);", site.read_text()).group(1).split(":")
+        assert _tls12_handshake(https_port, cert, "ALL") in site_ciphers
 
         plain = http.client.HTTPConnection("127.0.0.1", http_port, timeout=5)
         plain.request("GET", "/v1/retell-widget.js?x=1", headers={"Host": "localhost"})
