@@ -5,27 +5,12 @@ import socket
 
 import pytest
 
-ORIGIN = "https://client-a.com"
-AGENT = "agent_abc"
+from tests.helpers import AGENT, ORIGIN, assert_error, post
 
 
 @pytest.fixture
 def allowed(allow_origin):
     allow_origin(ORIGIN, AGENT)
-
-
-def post(client, body=None, origin=ORIGIN, **kwargs):
-    headers = {"Origin": origin, **kwargs.pop("headers", {})}
-    if body is not None and "data" not in kwargs:
-        kwargs["json"] = body
-    return client.post("/api/create-web-call", headers=headers, **kwargs)
-
-
-def assert_error(response, status, code):
-    assert response.status_code == status, response.get_data(as_text=True)
-    assert response.is_json
-    assert response.json["error"] == code
-    assert isinstance(response.json["message"], str) and response.json["message"]
 
 
 def test_v3_success_shape_and_what_is_sent_upstream(client, allowed, fake_retell):
@@ -276,3 +261,46 @@ def test_log_formatter_redacts_the_key_even_if_someone_logs_it(app, fake_retell,
     logging.getLogger("careless").error("oops %s", fake_retell.api_key)
     err = capfd.readouterr().err
     assert fake_retell.api_key not in err and "[redacted]" in err
+
+
+@pytest.mark.parametrize("depth", [939, 940, 3000])
+@pytest.mark.parametrize("listed", [True, False])
+def test_deeply_nested_bodies_are_4xx_and_recorded(
+    client, allow_origin, fake_retell, usage_entries, capsys, depth, listed
+):
+    # 1,880 bytes of brackets at depth 940 once raised RecursionError: a 500 and no entry.
+    origin = ORIGIN if listed else "https://evil.test"
+    if listed:
+        allow_origin(ORIGIN, AGENT)
+    data = "[" * depth + "]" * depth
+    response = post(client, origin=origin, data=data, content_type="application/json")
+    status, code = (400, "invalid_request") if listed else (403, "origin_not_allowed")
+    assert_error(response, status, code)
+    [entry] = usage_entries()
+    assert (entry["outcome"], entry["status"]) == (
+        ("invalid", "400") if listed else ("origin_denied", "403")
+    )
+    assert "Traceback" not in capsys.readouterr().err
+    assert fake_retell.requests == []
+
+
+@pytest.mark.parametrize("field", ["agent_id", "metadata", "dynamic_variables"])
+def test_null_is_not_a_value(client, allowed, fake_retell, field):
+    body = {"agent_id": AGENT, field: None}
+    response = post(client, body)
+    assert_error(response, 400, "invalid_request")
+    assert field in response.json["message"]
+    assert fake_retell.requests == []
+
+
+def test_an_unknown_admission_outcome_refuses(client, app, allowed, fake_retell, usage_entries):
+    from app.policy.admission import Decision
+
+    gate = app.extensions["admission"]
+    gate.decide = lambda request: Decision(outcome="maybe", entry=ORIGIN, agent_id=AGENT)
+    assert_error(post(client), 500, "internal_error")
+    assert fake_retell.requests == []
+    [entry] = usage_entries()
+    assert (entry["outcome"], entry["status"], entry["error"]) == (
+        "unavailable", "500", "internal_error",
+    )  # fmt: skip

@@ -51,7 +51,7 @@ def manifest(tmp_path):
 @pytest.mark.parametrize(
     ("query", "current", "update"),
     [("?v=1.0.0", "1.0.0", True), ("?v=v1.2.0", "v1.2.0", False), ("?v=2.0", "2.0", False),
-     ("", None, False)],
+     ("", None, False), ("?v=", None, False)],
 )  # fmt: skip
 def test_widget_version(make_app, manifest, query, current, update):
     client = make_app(

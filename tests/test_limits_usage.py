@@ -11,23 +11,15 @@ from pathlib import Path
 import pytest
 import requests
 
+from tests.helpers import AGENT, ORIGIN
+from tests.helpers import post_http as post
+
 ROOT = Path(__file__).resolve().parent.parent
-ORIGIN = "https://client-a.com"
-AGENT = "agent_abc"
 
 
 @pytest.fixture
 def allowed(allow_origin):
     allow_origin(ORIGIN, AGENT)
-
-
-def post(base_url, origin=ORIGIN, body=None, headers=None):
-    return requests.post(
-        f"{base_url}/api/create-web-call",
-        json={"agent_id": AGENT} if body is None else body,
-        headers={"Origin": origin, **(headers or {})},
-        timeout=10,
-    )
 
 
 def test_exact_under_concurrency(serve_app, allowed, fake_retell):

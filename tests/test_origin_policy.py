@@ -7,19 +7,9 @@ import time
 import pytest
 
 from app.policy.allowlist import allowlist_problems
+from tests.helpers import AGENT, ORIGIN, post
 
-ORIGIN = "https://client-a.com"
-AGENT = "agent_abc"
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
-
-
-def post(client, origin, body=None, **kwargs):
-    headers = {"Origin": origin} if origin is not None else {}
-    headers.update(kwargs.pop("headers", {}))
-    return client.post(
-        "/api/create-web-call", json={"agent_id": AGENT} if body is None else body,
-        headers=headers, **kwargs,
-    )  # fmt: skip
 
 
 def preflight(client, origin, method="POST", headers="content-type"):
@@ -89,13 +79,13 @@ LOOKALIKES = [
 def test_attack_matrix_is_refused_without_cors_or_upstream_call(
     prod_client, allowed, fake_retell, origin, usage_entries
 ):
-    assert_refused(post(prod_client, origin), fake_retell)
+    assert_refused(post(prod_client, origin=origin), fake_retell)
     assert_refused(preflight(prod_client, origin), fake_retell)
     assert [e["outcome"] for e in usage_entries()] == ["origin_denied"]
 
 
 def test_missing_origin_is_refused(prod_client, allowed, fake_retell):
-    assert_refused(post(prod_client, None), fake_retell)
+    assert_refused(post(prod_client, origin=None), fake_retell)
 
 
 def test_two_origin_headers_are_refused(prod_client, allowed, fake_retell):
@@ -112,7 +102,7 @@ def test_two_origin_headers_are_refused(prod_client, allowed, fake_retell):
      "https://a.b.c.wild.com", "https://ported.com:8443"],
 )  # fmt: skip
 def test_allowed_path_has_exact_headers(prod_client, allowed, fake_retell, origin):
-    response = post(prod_client, origin)
+    response = post(prod_client, origin=origin)
     assert response.status_code == 201
     assert response.headers["Access-Control-Allow-Origin"] == origin
     assert "Access-Control-Allow-Credentials" not in response.headers
@@ -149,9 +139,9 @@ def test_preflight_and_refusal_cost_one_round_trip_and_no_budget(
     for request in (
         lambda: preflight(prod_client, ORIGIN),
         lambda: preflight(prod_client, "https://evil.com"),
-        lambda: post(prod_client, "https://evil.com"),
-        lambda: post(prod_client, ORIGIN, {"agent_id": "agent_nobody"}),
-        lambda: post(prod_client, ORIGIN, {"agent_id": 5}),
+        lambda: post(prod_client, origin="https://evil.com"),
+        lambda: post(prod_client, {"agent_id": "agent_nobody"}, origin=ORIGIN),
+        lambda: post(prod_client, {"agent_id": 5}, origin=ORIGIN),
     ):
         with round_trips() as count:
             request()
@@ -172,8 +162,8 @@ def test_agent_not_granted_looks_like_an_unknown_agent(
 ):
     allow_origin("https://other.com", "agent_other")
     allowed_elsewhere = "agent_other"
-    denied = post(prod_client, ORIGIN, {"agent_id": allowed_elsewhere})
-    unknown = post(prod_client, ORIGIN, {"agent_id": "agent_nobody_has"})
+    denied = post(prod_client, {"agent_id": allowed_elsewhere}, origin=ORIGIN)
+    unknown = post(prod_client, {"agent_id": "agent_nobody_has"}, origin=ORIGIN)
     assert denied.status_code == unknown.status_code == 403
     assert (
         denied.json
@@ -189,20 +179,20 @@ def test_agent_not_granted_looks_like_an_unknown_agent(
 
 def test_origin_without_agents_may_use_none(prod_client, allow_origin, fake_retell):
     allow_origin("https://empty.com")
-    response = post(prod_client, "https://empty.com")
+    response = post(prod_client, origin="https://empty.com")
     assert response.status_code == 403 and response.json["error"] == "agent_not_allowed"
-    response = post(prod_client, "https://empty.com", {})
+    response = post(prod_client, {}, origin="https://empty.com")
     assert response.status_code == 403 and response.json["error"] == "agent_not_allowed"
 
 
 def test_omitted_agent_uses_the_only_one(prod_client, allowed, fake_retell):
-    assert post(prod_client, ORIGIN, {}).status_code == 201
+    assert post(prod_client, {}, origin=ORIGIN).status_code == 201
     assert fake_retell.requests[-1]["body"]["agent_id"] == AGENT
 
 
 def test_omitted_agent_with_several_is_a_clear_400(prod_client, allow_origin, fake_retell):
     allow_origin(ORIGIN, "agent_1", "agent_2")
-    response = post(prod_client, ORIGIN, {})
+    response = post(prod_client, {}, origin=ORIGIN)
     assert response.status_code == 400 and response.json["error"] == "invalid_request"
     assert "agent_id" in response.json["message"]
 
@@ -210,21 +200,26 @@ def test_omitted_agent_with_several_is_a_clear_400(prod_client, allow_origin, fa
 def test_wildcard_grants_belong_to_the_wildcard_entry(prod_client, allow_origin, fake_retell):
     allow_origin("https://*.shop.com", "agent_shop")
     allow_origin("https://eu.shop.com", "agent_eu")
-    assert post(prod_client, "https://us.shop.com", {"agent_id": "agent_shop"}).status_code == 201
+    assert (
+        post(prod_client, {"agent_id": "agent_shop"}, origin="https://us.shop.com").status_code
+        == 201
+    )
     # an exact entry wins over the wildcard, with its own grants
-    assert post(prod_client, "https://eu.shop.com", {"agent_id": "agent_eu"}).status_code == 201
-    eu_shop = post(prod_client, "https://eu.shop.com", {"agent_id": "agent_shop"})
+    assert (
+        post(prod_client, {"agent_id": "agent_eu"}, origin="https://eu.shop.com").status_code == 201
+    )
+    eu_shop = post(prod_client, {"agent_id": "agent_shop"}, origin="https://eu.shop.com")
     assert eu_shop.json["error"] == "agent_not_allowed"
 
 
 def test_http_needs_development_or_allow_insecure(make_app, allow_origin, fake_retell):
     allow_origin("http://plain.com", AGENT)
     prod = make_app(APP_ENV="production").test_client()
-    assert_refused(post(prod, "http://plain.com"), fake_retell)
+    assert_refused(post(prod, origin="http://plain.com"), fake_retell)
     insecure = make_app(APP_ENV="production", ALLOW_INSECURE_ORIGINS="1").test_client()
-    assert post(insecure, "http://plain.com").status_code == 201
+    assert post(insecure, origin="http://plain.com").status_code == 201
     dev = make_app(APP_ENV="development").test_client()
-    assert post(dev, "http://plain.com").status_code == 201
+    assert post(dev, origin="http://plain.com").status_code == 201
 
 
 @pytest.mark.parametrize("origin", ["http://localhost:5173", "http://127.0.0.1:9999"])
@@ -232,16 +227,16 @@ def test_development_allows_loopback_by_hostname(make_app, allow_origin, fake_re
     allow_origin(origin, AGENT)  # grants are still needed
     redis_origin_removed = make_app(APP_ENV="development").test_client()
     redis_origin_removed.application.extensions["redis"].client.srem("widget:origins", origin)
-    assert post(redis_origin_removed, origin).status_code == 201
+    assert post(redis_origin_removed, origin=origin).status_code == 201
     fake_retell.reset()
     prod = make_app(APP_ENV="production", ALLOW_INSECURE_ORIGINS="1").test_client()
-    assert_refused(post(prod, origin), fake_retell)
+    assert_refused(post(prod, origin=origin), fake_retell)
 
 
 @pytest.mark.parametrize("origin", ["http://localhost.evil.com", "http://evil-localhost:3000"])
 def test_development_does_not_match_localhost_substrings(make_app, fake_retell, origin):
     dev = make_app(APP_ENV="development").test_client()
-    assert_refused(post(dev, origin), fake_retell)
+    assert_refused(post(dev, origin=origin), fake_retell)
 
 
 @pytest.mark.parametrize(
@@ -253,7 +248,7 @@ def test_invalid_stored_entries_never_widen_access(make_app, redis, fake_retell,
     redis.sadd(f"widget:agents:{entry}", AGENT)
     prod_client = make_app(APP_ENV="production").test_client()
     for origin in (ORIGIN, "https://evil.com"):
-        assert_refused(post(prod_client, origin), fake_retell)
+        assert_refused(post(prod_client, origin=origin), fake_retell)
     problems = allowlist_problems(redis, lambda *p: "widget:" + ":".join(p))
     assert any(repr(entry) in line for line in problems)
     assert any(repr(entry) in r.getMessage() for r in caplog.records if r.levelname == "WARNING")
@@ -273,7 +268,7 @@ def test_wrong_type_keys_fail_closed(prod_client, redis, fake_retell, key, setup
     redis.sadd(f"widget:agents:{ORIGIN}", AGENT)
     redis.delete(key)
     setup(redis, key)
-    response = post(prod_client, ORIGIN)
+    response = post(prod_client, origin=ORIGIN)
     assert response.status_code == 403
     assert fake_retell.requests == []
     assert "WRONGTYPE" in caplog.text
@@ -284,27 +279,27 @@ def test_redis_cli_edits_take_effect_within_a_second(prod_client, redis_server, 
         subprocess.run([REDIS_CLI, "-p", str(redis_server.port), *args], check=True,
                        capture_output=True)  # fmt: skip
 
-    assert_refused(post(prod_client, "https://new-client.com"), fake_retell)
+    assert_refused(post(prod_client, origin="https://new-client.com"), fake_retell)
     cli("SADD", "widget:origins", "https://new-client.com")
     cli("SADD", "widget:agents:https://new-client.com", AGENT)
     started = time.monotonic()
-    while post(prod_client, "https://new-client.com").status_code != 201:
+    while post(prod_client, origin="https://new-client.com").status_code != 201:
         assert time.monotonic() - started < 1.0
         time.sleep(0.05)
     cli("SREM", "widget:origins", "https://new-client.com")
     started = time.monotonic()
-    while post(prod_client, "https://new-client.com").status_code != 403:
+    while post(prod_client, origin="https://new-client.com").status_code != 403:
         assert time.monotonic() - started < 1.0
         time.sleep(0.05)
 
 
 def test_redis_stopped_fails_closed_fast(prod_client, allowed, redis_server, fake_retell):
-    assert post(prod_client, ORIGIN).status_code == 201
+    assert post(prod_client, origin=ORIGIN).status_code == 201
     redis_server.stop()
     try:
         for _ in range(3):
             started = time.monotonic()
-            response = post(prod_client, ORIGIN)
+            response = post(prod_client, origin=ORIGIN)
             assert time.monotonic() - started < 0.5
             assert response.status_code == 503 and response.json["error"] == "unavailable"
             assert "Access-Control-Allow-Origin" not in response.headers

@@ -1,0 +1,40 @@
+"""Constants and request helpers the test modules share (conftest.py holds the fixtures)."""
+
+from __future__ import annotations
+
+import requests
+
+from devtools.ports import wait_until  # noqa: F401 -- the one polling helper, re-exported
+
+ORIGIN = "https://client-a.com"
+AGENT = "agent_abc"
+CREATE = "/api/create-web-call"
+AGENT_BODY = {"agent_id": AGENT}
+
+
+def post(client, body=AGENT_BODY, origin=ORIGIN, headers=None, **kwargs):
+    """create-web-call through a Flask test client. body=None sends no JSON (use data=...);
+    origin=None sends no Origin header."""
+    all_headers = {"Origin": origin} if origin is not None else {}
+    all_headers.update(headers or {})
+    if body is not None and "data" not in kwargs:
+        kwargs["json"] = body
+    return client.post(CREATE, headers=all_headers, **kwargs)
+
+
+def post_http(base_url, body=AGENT_BODY, origin=ORIGIN, headers=None):
+    """create-web-call over real HTTP (requests), for servers on loopback."""
+    return requests.post(
+        f"{base_url}{CREATE}",
+        json=body,
+        headers={"Origin": origin, **(headers or {})},
+        timeout=10,
+    )
+
+
+def assert_error(response, status, code):
+    """A JSON error with a stable code and a message (Flask test response)."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.is_json
+    assert response.json["error"] == code
+    assert isinstance(response.json["message"], str) and response.json["message"]
