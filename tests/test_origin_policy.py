@@ -7,7 +7,7 @@ import time
 import pytest
 
 from app.policy.allowlist import allowlist_problems
-from tests.helpers import AGENT, ORIGIN, post
+from tests.helpers import AGENT, ORIGIN, post, wait_until
 
 REDIS_CLI = shutil.which("redis-cli") or "/usr/bin/redis-cli"
 
@@ -279,18 +279,13 @@ def test_redis_cli_edits_take_effect_within_a_second(prod_client, redis_server, 
         subprocess.run([REDIS_CLI, "-p", str(redis_server.port), *args], check=True,
                        capture_output=True)  # fmt: skip
 
-    assert_refused(post(prod_client, origin="https://new-client.com"), fake_retell)
-    cli("SADD", "widget:origins", "https://new-client.com")
-    cli("SADD", "widget:agents:https://new-client.com", AGENT)
-    started = time.monotonic()
-    while post(prod_client, origin="https://new-client.com").status_code != 201:
-        assert time.monotonic() - started < 1.0
-        time.sleep(0.05)
-    cli("SREM", "widget:origins", "https://new-client.com")
-    started = time.monotonic()
-    while post(prod_client, origin="https://new-client.com").status_code != 403:
-        assert time.monotonic() - started < 1.0
-        time.sleep(0.05)
+    new = "https://new-client.com"
+    assert_refused(post(prod_client, origin=new), fake_retell)
+    cli("SADD", "widget:origins", new)
+    cli("SADD", f"widget:agents:{new}", AGENT)
+    assert wait_until(lambda: post(prod_client, origin=new).status_code == 201, timeout=1.0)
+    cli("SREM", "widget:origins", new)
+    assert wait_until(lambda: post(prod_client, origin=new).status_code == 403, timeout=1.0)
 
 
 def test_redis_stopped_fails_closed_fast(prod_client, allowed, redis_server, fake_retell):
