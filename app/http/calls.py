@@ -132,7 +132,8 @@ def create_web_call():
 
 
 def read_body(caller: Caller) -> tuple[dict | None, ApiError | None]:
-    """A refused origin's body is never parsed: only a well-formed one's."""
+    """Only a well-formed Origin's body is parsed (bounded: 8 KiB, any depth), before the
+    allowlist answers, so that the decision, agent included, stays one round trip."""
     if not caller.origin:
         return None, None
     try:
