@@ -1,0 +1,80 @@
+"""What `make bench` measures and how: paths, environment settings, the origins and the
+worker models. Read by the harness, the main loop and the report alike.
+
+Environment:
+    BENCH_DURATION  seconds per measured cell (default 6)
+    BENCH_RETRIES   re-measurements allowed for cells disturbed by other load (default 12)
+    BENCH_RETRY_CORES  other tenants' cores above which a cell is re-measured (default 0.5)
+    BENCH_WARMUP    seconds of unrecorded load before each cell (default 2)
+    BENCH_QUICK=1   2 s cells, 1 s warm-up: a smoke run of the whole harness
+    BENCH_SECTIONS  comma list of create,fake,refusal,trips,profile,workers (default all)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "bench"
+RESULTS = BENCH / "results"
+BASELINE = BENCH / "baseline"
+VENV_BIN = Path(sys.executable).parent
+LUA = BENCH / "post.lua"
+
+QUICK = os.environ.get("BENCH_QUICK") == "1"
+ALL_SECTIONS = ("create", "fake", "refusal", "trips", "profile", "workers")
+SECTIONS = tuple(
+    part.strip() for part in os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(",")
+)
+DURATION = int(os.environ.get("BENCH_DURATION", 2 if QUICK else 6))
+WARMUP = int(os.environ.get("BENCH_WARMUP", 1 if QUICK else 2))
+CONNECTIONS = (16, 64, 256)
+DELAYS_MS = (0, 150)
+WRK_THREADS = 2
+# Cells measured while other processes on the box used more than this many cores are
+# measured once more (at most RETRY_BUDGET times per run) and the quieter one is kept.
+RETRY_FOREIGN_CORES = float(os.environ.get("BENCH_RETRY_CORES", 0.5))
+RETRY_BUDGET = 0 if QUICK else int(os.environ.get("BENCH_RETRIES", 12))
+PYSPY_VERSION = "0.4.3"
+
+API_KEY = "key_bench_" + secrets.token_hex(8)
+ORIGIN = "https://client-a.com"
+LIMITED_ORIGIN = "https://limited.example"  # allowlisted, per-day cap 0: always 429
+REFUSED_ORIGIN = "https://not-allowed.example"
+AGENT = "agent_bench"
+BODY = json.dumps({"agent_id": AGENT})
+PREFIX = "widget:"
+HIGH_IP_LIMIT = "100000000 per minute"
+HIGH_ORIGIN_DAY = "1000000000"
+# The nginx flood guard (production: 5r/s burst 20 per client address) would answer
+# nearly every benchmark request with 429, since all load comes from 127.0.0.1.
+BENCH_LIMIT_RATE, BENCH_LIMIT_BURST = "100000r/s", 100000
+PROD_LIMIT_RATE, PROD_LIMIT_BURST = "5r/s", 20
+
+# Worker models compared at D=150 ms; the first is deploy/gunicorn.conf.py as committed.
+WORKER_MODELS = (
+    ("gevent 3x1000 (production default)", [], {}),
+    ("gthread 3x64", ["-k", "gthread"], {"GUNICORN_THREADS": "64"}),
+    # The first default, kept to show what 48 slots and frequent recycling cost.
+    (
+        "gthread 3x16 max_requests 2000",
+        ["-k", "gthread"],
+        {
+            "GUNICORN_THREADS": "16",
+            "GUNICORN_MAX_REQUESTS": "2000",
+            "GUNICORN_MAX_REQUESTS_JITTER": "200",
+        },
+    ),
+)
+# Requests one gunicorn instance can hold at once, per model (workers x threads/conns).
+MODEL_SLOTS = {
+    "gateway (nginx+gunicorn)": 3000,
+    "gateway (gevent 3x1000 (production default))": 3000,
+    "gateway (gthread 3x64)": 192,
+    "gateway (gthread 3x16 max_requests 2000)": 48,
+}
+MODEL_CONNECTIONS = (64, 256)
