@@ -14,11 +14,12 @@ from bench.harness import Bench
 from bench.procs import log
 
 PROFILE_GROUPS = (
-    # (label, substrings of py-spy frames "function (path:line)"): inclusive shares
+    # (label, substrings of py-spy frames "function (path:line)"): inclusive shares.
+    # The app's paths follow its package layout (app/policy, app/retell, app/usage, app/http).
     ("Flask app: full_dispatch_request (all the view work)", ("full_dispatch_request (flask/",)),
-    ("admission: build args + EVALSHA (app/admission.py)", ("(app/admission.py",)),
-    ("upstream create (app/retell.py)", ("(app/retell.py",)),
-    ("usage entry: XADD after the call (app/usage.py)", ("record (app/usage.py",)),
+    ("admission: build args + EVALSHA (app/policy/admission.py)", ("(app/policy/admission.py",)),
+    ("upstream create (app/retell/calls.py)", ("(app/retell/",)),
+    ("usage entry: XADD after the call (app/usage/stream.py)", ("record (app/usage/stream.py",)),
     ("redis-py, both round trips", ("(redis/",)),
     (
         "HTTP client: urllib3 + http.client (+ requests)",
@@ -29,7 +30,7 @@ PROFILE_GROUPS = (
         ("(logging/", "glogging.py", "(app/logs.py", "gunicorn.conf.py"),
     ),
     ("json encode/decode", ("(json/",)),
-    ("flask-cors", ("(flask_cors/",)),
+    ("CORS headers (app/http/cors.py)", ("(app/http/cors.py",)),
     ("gunicorn: HTTP parsing + response writing", ("(gunicorn/http/", "(gunicorn/util.py")),
     ("worker (re)start: imports (max_requests recycling)", ("<frozen importlib",)),
 )
