@@ -1,7 +1,8 @@
-// The seed's Express server (../../shared/seed-deployment-guide.md, "Configure Backend
-// Server" + "Rate Limiting"), kept as the guide writes it; only the upstream URL, the
-// allowlist and the limit come from the environment so the benchmark can point it at
-// the fake Retell on loopback and set the limit out of the way (or down to 1).
+// The seed's Express server, kept as the design this project grew from wrote it: cors with
+// an origin allowlist, express.json, express-rate-limit, and fetch to Retell's
+// create-web-call with the server-side key. Only the upstream URL, the allowlist and the
+// limit come from the environment so the benchmark can point it at the fake Retell on
+// loopback and set the limit out of the way (or down to 1).
 const express = require('express');
 const cors = require('cors');
 const rateLimit = require('express-rate-limit');
