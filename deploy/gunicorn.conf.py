@@ -89,6 +89,10 @@ max_requests_jitter = _env_int("GUNICORN_MAX_REQUESTS_JITTER", 10_000)
 _SHM = "/dev/shm"  # noqa: S108
 worker_tmp_dir = _SHM if os.path.isdir(_SHM) else None
 
+# The unix socket (GUNICORN_BIND=unix:...) is srwxrwx---: nginx connects through the
+# service's group, nobody else can, whatever the process umask (systemd's UMask=0077).
+umask = 0o007
+
 # No control socket: its default path is under $HOME, which the hardened unit makes
 # unreadable and which two instances on one host would share.
 control_socket_disable = True
