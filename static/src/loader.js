@@ -24,6 +24,7 @@ const COLORS = { primary: '--a', background: '--bg', text: '--fg' };
 const ICON = (d) =>
   `<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false"><path d="${d}"/></svg>`;
 const MIC = ICON('M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1a7 7 0 0 0 6-6.9z');
+const CLOSE = ICON('M19 6.4 17.6 5 12 10.6 6.4 5 5 6.4l5.6 5.6L5 17.6 6.4 19l5.6-5.6 5.6 5.6 1.4-1.4-5.6-5.6z');
 const HANG = ICON('M12 9c-1.6 0-3.1.3-4.6.7v3.1c0 .4-.2.7-.6.9-.9.5-1.8 1.1-2.5 1.8a1 1 0 0 1-1.4 0L.3 13a1 1 0 0 1 0-1.4C3.4 8.7 7.5 7 12 7s8.6 1.7 11.7 4.6a1 1 0 0 1 0 1.4l-2.5 2.5a1 1 0 0 1-1.4 0c-.8-.7-1.6-1.3-2.5-1.8a1 1 0 0 1-.6-.9V9.7C15.1 9.3 13.6 9 12 9z');
 
 function loadEngine(name) {
@@ -65,12 +66,12 @@ class RetellWidget {
     const t = this.t;
     root.innerHTML = `<div class="w" hidden>
 <button type="button" class="launch">${MIC}<span></span></button>
-<div class="panel" role="group">
-<div class="head"><span class="title"></span><button type="button" class="close">×</button></div>
+<section class="panel">
+<div class="head"><span class="title"></span><button type="button" class="close">${CLOSE}</button></div>
 <p class="msg"></p><p class="hint"></p>
 <div class="live"><span class="timer">0:00</span><span class="meter" aria-hidden="true"><i></i></span><span class="talk"></span></div>
 <div class="act"><button type="button" class="mute" aria-pressed="false">${MIC}<span></span></button><button type="button" class="hang">${HANG}<span></span></button><button type="button" class="retry"></button></div>
-</div><div class="sr" role="status" aria-live="polite"></div></div>`;
+</section><div class="sr" role="status" aria-live="polite"></div></div>`;
     const link = pin('retell-widget.css', document.createElement('link'));
     link.rel = 'stylesheet';
     link.href = `${BASE}retell-widget.css`;
@@ -79,6 +80,8 @@ class RetellWidget {
     const text = (c, v) => ($(c).textContent = v);
     $('launch').querySelector('span').textContent = t.call;
     $('mute').querySelector('span').textContent = t.mute;
+    // A named <section> is a region landmark. The close button shows an icon, not a "×"
+    // character, so its name comes from the label alone (WCAG 2.5.3, label in name).
     $('panel').setAttribute('aria-label', t.title);
     $('close').setAttribute('aria-label', t.close);
     text('title', t.title);
