@@ -1,0 +1,213 @@
+"""docs/openapi.yaml against the real server, by schema-driven fuzzing.
+
+schemathesis (4.x) generates requests from the spec, valid ones and invalid ones, and sends
+them over real HTTP to the real app (a threaded werkzeug server on loopback, a real
+redis-server, the fake Retell); every built-in check judges every answer. The origin the
+spec gives as its example is allowlisted with exactly one agent, so the happy path (201,
+204) is reached and its answers are checked too.
+
+Bounded and reproducible: a fixed seed, derandomized, no example database, MAX_EXAMPLES
+per operation (the whole file runs in seconds).
+
+A second, table-driven test sends edge values that random generation rarely draws (a
+trailing newline, non-ASCII digits, null) and asserts that the server refuses exactly what
+the spec's own schemas refuse.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import re
+from pathlib import Path
+
+import hypothesis
+import jsonschema_rs
+import pytest
+import requests
+import schemathesis
+import yaml
+from hypothesis import HealthCheck
+
+SPEC_PATH = Path(__file__).resolve().parent.parent / "docs" / "openapi.yaml"
+SPEC = yaml.safe_load(SPEC_PATH.read_text())
+# The spec's example Origin, allowlisted with exactly one agent: a generated request that
+# sends it with no agent_id (or this agent) and a valid body is a 201.
+ORIGIN = SPEC["components"]["parameters"]["Origin"]["schema"]["examples"][0]
+AGENT = "agent_abc"
+SEED = 20261201
+MAX_EXAMPLES = 100
+MAX_BODY = 8 * 1024  # docs/openapi.yaml, CreateWebCallRequest: 8192 bytes as sent
+
+# 413 is how the spec says an over-8-KiB body is refused, before any field is read and
+# whatever the fields hold. JSON Schema cannot say "at most 8192 bytes once serialized", and
+# the field limits alone allow more (20 keys x 200 characters, escaped, in two maps), so
+# schemathesis, which does not know 413, would count a 413 as wrong both for valid data and
+# for invalid data. Both checks get 413 added to their default lists, and body_size_limit
+# below makes 413 stricter than either default: answered exactly when the body is too large.
+NEGATIVE_REJECTED = ["400", "401", "403", "404", "405", "406", "409", "413", "415", "422",
+                     "428", "429", "5xx"]  # fmt: skip
+POSITIVE_ACCEPTED = ["2xx", "3xx", "401", "403", "404", "409", "413", "429", "5xx"]
+
+CONFIG = schemathesis.Config.from_dict(
+    {
+        "seed": SEED,
+        "checks": {
+            "enabled": True,  # every built-in check (the default, said out loud)
+            "negative_data_rejection": {"expected-statuses": NEGATIVE_REJECTED},
+            "positive_data_acceptance": {"expected-statuses": POSITIVE_ACCEPTED},
+        },
+        "generation": {
+            "mode": "all",  # positive and negative data
+            "max-examples": MAX_EXAMPLES,
+            "deterministic": True,
+            "database": "none",
+        },
+    }
+)
+schema = schemathesis.openapi.from_path(SPEC_PATH, config=CONFIG)
+
+
+@schemathesis.check
+def body_size_limit(ctx, response, case):
+    """413 exactly when the body sent is over 8 KiB (unless the origin or media type is
+    refused first: 403, 415)."""
+    sent = response.request.body or b""
+    size = len(sent.encode() if isinstance(sent, str) else sent)
+    if response.status_code == 413:
+        assert size > MAX_BODY, f"413 for a body of {size} bytes (the limit is {MAX_BODY})"
+    elif size > MAX_BODY:
+        assert response.status_code in (403, 415), (
+            f"{response.status_code} for a body of {size} bytes (over {MAX_BODY}: expected 413)"
+        )
+    return None
+
+
+# What the fuzzer must have reached, so the happy path's answers were checked too.
+HAPPY = {("POST", "/api/create-web-call"): 201, ("OPTIONS", "/api/create-web-call"): 204}
+
+
+@pytest.fixture
+def api(request, serve_app, allow_origin):
+    """The served app (.url) and the statuses this operation's examples got (.statuses)."""
+    allow_origin(ORIGIN, AGENT)
+    # No daily cap, and the fixtures' per-IP limit of 1000/min: a limit is never the answer.
+    served = serve_app(RATE_LIMIT_PER_ORIGIN_DAY=0, LOG_LEVEL="WARNING")
+    served.statuses = collections.defaultdict(collections.Counter)
+    failed = request.session.testsfailed
+    yield served
+    if request.session.testsfailed == failed:  # this operation passed: did it get far?
+        for operation, status in HAPPY.items():
+            if operation in served.statuses:
+                got = dict(served.statuses[operation])
+                assert served.statuses[operation][status], f"{operation}: no {status} in {got}"
+
+
+@pytest.fixture(scope="module")
+def session():
+    with requests.Session() as s:
+        yield s
+
+
+@schema.parametrize()
+@hypothesis.seed(SEED)
+@hypothesis.settings(
+    max_examples=MAX_EXAMPLES,
+    derandomize=True,
+    database=None,
+    deadline=None,
+    # One served app per operation, shared by that operation's examples, is intended.
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+def test_api_conforms_to_its_spec(case, api, session):
+    response = case.call_and_validate(base_url=api.url, session=session, timeout=10)
+    api.statuses[(case.method.upper(), case.path)][response.status_code] += 1
+
+
+# --- edge values: the server refuses what the spec's schemas refuse, and only that --------
+
+
+def _validator(schema_fragment: dict) -> jsonschema_rs.Validator:
+    return jsonschema_rs.validator_for({**schema_fragment, "components": SPEC["components"]})
+
+
+BODY = _validator({"$ref": "#/components/schemas/CreateWebCallRequest"})
+VERSION = _validator(
+    next(
+        p["schema"]
+        for p in SPEC["paths"]["/api/widget-version"]["get"]["parameters"]
+        if p["name"] == "v"
+    )
+)
+RESPONSE_REQUEST_ID = re.compile(SPEC["components"]["headers"]["RequestId"]["schema"]["pattern"])
+
+# Server behaviours the spec refuses and the server does not yet (issue 10 §3, reported):
+# Python's `$` also matches before a final "\n", and its `\d` matches any Unicode digit,
+# where the spec's patterns (ECMA-262) do neither. Strict: remove the mark with the fix.
+SERVER_BUG = pytest.mark.xfail(
+    strict=True, reason="server regex: `$` before a trailing newline, Unicode `\\d`"
+)
+
+BODIES = [
+    {},
+    {"agent_id": AGENT},
+    {"agent_id": None},
+    {"metadata": None},
+    {"dynamic_variables": None},
+    {"agent_id": ""},
+    pytest.param({"agent_id": AGENT + "\n"}, marks=SERVER_BUG),
+    {"agent_id": "agent_\u0663"},
+    {"agent_id": "a" * 128},
+    {"agent_id": "a" * 129},
+    {"metadata": {"k": "x" * 200}},
+    {"metadata": {"k": "x" * 201}},
+    {"metadata": {"": "x"}},
+    {"metadata": {"k" * 65: "x"}},
+    {"metadata": {f"k{i}": "x" for i in range(20)}},
+    {"metadata": {f"k{i}": "x" for i in range(21)}},
+    {"metadata": {"k": 1}},
+    {"metadata": {"k": {"nested": "x"}}},
+    {"dynamic_variables": ["x"]},
+    {"other": 1},
+]
+
+
+@pytest.mark.parametrize("body", BODIES, ids=lambda b: json.dumps(b)[:60])
+def test_create_web_call_refuses_exactly_what_the_spec_refuses(body, make_app, allow_origin):
+    allow_origin(ORIGIN, AGENT)
+    client = make_app(RATE_LIMIT_PER_ORIGIN_DAY=0, LOG_LEVEL="WARNING").test_client()
+    response = client.post("/api/create-web-call", json=body, headers={"Origin": ORIGIN})
+    if not BODY.is_valid(body):
+        expected = 400
+    elif body.get("agent_id", AGENT) != AGENT:
+        expected = 403  # well formed, but not granted to this origin
+    else:
+        expected = 201
+    assert response.status_code == expected, response.get_json()
+    if expected == 400:
+        assert response.get_json()["error"] == "invalid_request"
+
+
+VERSIONS = [None, "", "1", "1.2", "1.2.3", "v1.2.3-beta.1", "1.2.3+build.5", "9999.9999.9999",
+            "10000", "1.2.3.4", "x", "1.", "1.0.0-", " 1.0.0"]  # fmt: skip
+VERSIONS += [pytest.param(v, marks=SERVER_BUG) for v in ("1.0.0\n", "\u0663", "1.\u0663")]
+
+
+@pytest.mark.parametrize("v", VERSIONS, ids=repr)
+def test_widget_version_refuses_exactly_what_the_spec_refuses(v, client):
+    response = client.get("/api/widget-version", query_string={} if v is None else {"v": v})
+    valid = v is None or VERSION.is_valid(v)
+    assert response.status_code == (200 if valid else 400), response.get_json()
+    if valid:
+        assert response.get_json()["current"] == (v or None)
+
+
+@pytest.mark.parametrize(
+    "given", ["req-1", "a" * 64, "a" * 65, "has space", "semi;colon", "é", ""], ids=repr
+)
+def test_any_request_id_is_accepted_and_a_malformed_one_replaced(given, client):
+    response = client.get("/api/health", headers={"X-Request-ID": given})
+    assert response.status_code == 200
+    answered = response.headers["X-Request-ID"]
+    assert RESPONSE_REQUEST_ID.match(answered)
+    assert (answered == given) == bool(re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", given))
