@@ -132,6 +132,14 @@ def _choice(*choices: str):
     return parse
 
 
+def _log_level(value: str) -> str:
+    """Either case, like GUNICORN_LOG_LEVEL (which gunicorn wants in lower case)."""
+    level = value.strip().upper()
+    if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        raise ValueError("expected DEBUG, INFO, WARNING or ERROR (either case)")
+    return level
+
+
 def _http_base(value: str) -> str:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc:
@@ -178,7 +186,7 @@ FIELDS: dict[str, tuple[str, object]] = {
     "WIDGET_MANIFEST": ("widget_manifest", Path),
     "WIDGET_LATEST_VERSION": ("widget_latest_version", str),
     "WIDGET_CHANGELOG_URL": ("widget_changelog_url", str),
-    "LOG_LEVEL": ("log_level", _choice("DEBUG", "INFO", "WARNING", "ERROR")),
+    "LOG_LEVEL": ("log_level", _log_level),
 }
 REQUIRED_IN_PRODUCTION = ("RETELL_API_KEY", "REDIS_URL")
 

@@ -101,7 +101,13 @@ control_socket_disable = True
 forwarded_allow_ips = os.environ.get("GUNICORN_FORWARDED_ALLOW_IPS", "127.0.0.1,::1")
 
 proc_name = os.environ.get("GUNICORN_PROC_NAME", "widget-gateway")
-loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "info")
+# Either case, like the app's LOG_LEVEL: gunicorn itself wants lower case and would
+# silently log at info for a name it does not know.
+loglevel = os.environ.get("GUNICORN_LOG_LEVEL", "").strip().lower() or "info"
+if loglevel not in ("debug", "info", "warning", "error", "critical"):
+    raise RuntimeError(
+        f"GUNICORN_LOG_LEVEL={loglevel!r}: expected debug, info, warning, error or critical"
+    )
 errorlog = "-"
 accesslog = os.environ.get("GUNICORN_ACCESS_LOG", "") or None
 

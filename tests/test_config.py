@@ -1,4 +1,5 @@
 import re
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,39 @@ def test_every_setting_is_in_the_readme_configuration_table():
     )
     read_by_deploy = set(re.findall(r'"((?:GUNICORN|RUN|DEMO|WIDGET)_[A-Z_]+)"', deploy))
     assert documented == set(FIELDS) | read_by_deploy
+
+
+@pytest.mark.parametrize("value", ["warning", "WARNING", "Warning", " warning "])
+def test_log_level_accepts_either_case(value):
+    assert load_settings({"LOG_LEVEL": value}).log_level == "WARNING"
+
+
+def test_log_level_still_refuses_unknown_names():
+    with pytest.raises(ConfigError, match="LOG_LEVEL"):
+        load_settings({"LOG_LEVEL": "verbose"})
+
+
+def _gunicorn_conf(monkeypatch, **env) -> dict:
+    for name in ("UPSTREAM_CONNECT_TIMEOUT", "UPSTREAM_READ_TIMEOUT", "GUNICORN_TIMEOUT"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    return runpy.run_path(str(ROOT / "deploy" / "gunicorn.conf.py"))
+
+
+@pytest.mark.parametrize("value", ["WARNING", "warning", "Warning"])
+def test_gunicorn_log_level_accepts_either_case(monkeypatch, value):
+    """gunicorn wants lower case and silently logs at info for a name it does not know."""
+    assert _gunicorn_conf(monkeypatch, GUNICORN_LOG_LEVEL=value)["loglevel"] == "warning"
+
+
+def test_gunicorn_log_level_refuses_unknown_names(monkeypatch):
+    with pytest.raises(RuntimeError, match="GUNICORN_LOG_LEVEL"):
+        _gunicorn_conf(monkeypatch, GUNICORN_LOG_LEVEL="verbose")
+
+
+def test_one_log_level_value_suits_both(monkeypatch):
+    for value in ("DEBUG", "info", "Warning", "error"):
+        app_level = load_settings({"LOG_LEVEL": value}).log_level
+        gunicorn_level = _gunicorn_conf(monkeypatch, GUNICORN_LOG_LEVEL=value)["loglevel"]
+        assert app_level.lower() == gunicorn_level
