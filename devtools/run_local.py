@@ -137,8 +137,6 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
                     retell_port,
                     "--api-key",
                     FAKE_API_KEY,
-                    "--gateway-url",
-                    gateway_url,
                 ),
             )
         )

@@ -1,6 +1,7 @@
 """Fake Retell v3 WebRTC gateway: real WebRTC (aiortc) behind WHIP-style signalling.
 
-Serves, with or without a ``/{call_id}`` prefix:
+Serves under any base, e.g. ``RETELL_GATEWAY_BASE/{call_id}`` (whose last segment must
+then be the POSTed call_id), or with no prefix at all:
   POST   {base}/v1/webrtc/sessions          {call_id, identity, sdp} -> {session_id, sdp}
   PATCH  {base}/v1/webrtc/sessions/{id}     {candidate}              (trickle ICE)
   DELETE {base}/v1/webrtc/sessions/{id}                              (hang up)
@@ -296,6 +297,11 @@ class FakeGateway:
                 return 404, {"error": "room_not_ready"}
             if not isinstance(body, dict) or not isinstance(body.get("sdp"), str):
                 return 400, {"error": "sdp required"}
+            # Behind RETELL_GATEWAY_BASE/<call_id> (or a `url` ending in it) the call in the
+            # path must be the call being joined; a mismatch is a client bug, not "not ready".
+            prefix = (match.group("prefix") or "").rstrip("/")
+            if prefix and prefix.rsplit("/", 1)[-1] != body.get("call_id"):
+                return 400, {"error": "call_id does not match the URL"}
             session = self._run(self._answer(body, token))
             with self._lock:
                 self.sessions[session.session_id] = session

@@ -2,6 +2,9 @@
 
 Implements POST /v2/create-web-call and /v3/create-web-call with Bearer auth, and can be
 switched to answer each documented error, hang, answer slowly, send garbage or too much.
+v3 answers have the documented shape {access_token, call_id, expires_at, ice_servers,
+transport}: no `url` unless asked (`gateway_url` / --with-url), so the app's
+RETELL_GATEWAY_BASE/<call_id> fallback is what runs by default.
 Used by the tests, by `make run` (python -m devtools.fakes.retell) and by the benchmarks.
 """
 
@@ -12,6 +15,7 @@ import json
 import secrets
 import threading
 import time
+from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 DEFAULT_KEY = "key_fake_retell_0123456789abcdef"
@@ -30,7 +34,8 @@ class FakeRetell:
 
     def __init__(self, api_key: str = DEFAULT_KEY, gateway_url: str | None = None, port: int = 0):
         self.api_key = api_key
-        self.gateway_url = gateway_url  # when set, v3 answers carry "url": gateway_url/call_id
+        # The switch for the optional `url`: None = documented shape; set = gateway_url/call_id.
+        self.gateway_url = gateway_url
         self.requests: list[dict] = []
         self.tokens: set[str] = set()  # access tokens issued (a fake gateway can require them)
         self.lock = threading.Lock()
@@ -54,6 +59,10 @@ class FakeRetell:
             self.delay = 0.0
             self.error_key = "message"
             self.retry_after: str | None = None
+            # ice_servers[].urls: "list", "string" (the SDK allows both) or "alternate".
+            self.ice_urls = "alternate"
+            self.answers: deque[dict] = deque(maxlen=100)  # latest answers, as sent
+            self._served = 0
         self.release.set()
         self.release = threading.Event()
 
@@ -81,8 +90,20 @@ class FakeRetell:
         self.server.shutdown()
         self.server.server_close()
 
+    def ice_urls_as_string(self) -> bool:
+        """Whether the next answer sends urls as a string (call with the lock held)."""
+        self._served += 1
+        return self.ice_urls == "string" or (self.ice_urls == "alternate" and self._served % 2 == 0)
 
-def created_answer(version: str, body: dict, variables: dict, gateway_url: str | None) -> dict:
+
+def created_answer(
+    version: str,
+    body: dict,
+    variables: dict,
+    gateway_url: str | None,
+    *,
+    ice_urls_as_string: bool = False,
+) -> dict:
     """A successful create-web-call answer: v2's whole call object, or v3's connection details."""
     call_id = "call_" + secrets.token_hex(12)
     token = "tok_" + secrets.token_urlsafe(24)
@@ -98,11 +119,12 @@ def created_answer(version: str, body: dict, variables: dict, gateway_url: str |
             "retell_llm_dynamic_variables": variables,
             "opt_out_sensitive_data_storage": False,
         }
+    stun = "stun:127.0.0.1:3478"
     answer = {
         "access_token": token,
         "call_id": call_id,
         "expires_at": int(time.time() * 1000) + 30_000,
-        "ice_servers": [{"urls": ["stun:127.0.0.1:3478"]}],
+        "ice_servers": [{"urls": stun if ice_urls_as_string else [stun]}],
         "transport": "gateway",
     }
     if gateway_url:
@@ -180,24 +202,41 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour == "huge":
             padding = "x" * (70 * 1024)
             return self._send(201, json.dumps({"padding": padding}).encode())
-        answer = created_answer(version, body, variables, fake.gateway_url)
+        with fake.lock:
+            as_string = fake.ice_urls_as_string()
+        answer = created_answer(
+            version, body, variables, fake.gateway_url, ice_urls_as_string=as_string
+        )
         if behaviour == "no_token":
             del answer["access_token"]
         else:
             with fake.lock:
                 fake.tokens.add(answer["access_token"])
+                fake.answers.append(answer)
         return self._send(201, json.dumps(answer).encode())
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="Fake Retell API on loopback.")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--api-key", default=DEFAULT_KEY)
-    parser.add_argument("--gateway-url", default=None)
+    parser.add_argument(
+        "--with-url",
+        metavar="BASE",
+        default=None,
+        help="v3 answers also carry url=BASE/<call_id> (default: the documented shape, no url)",
+    )
+    parser.add_argument(
+        "--ice-urls",
+        choices=["list", "string", "alternate"],
+        default="alternate",
+        help="form of ice_servers[].urls in v3 answers",
+    )
     parser.add_argument("--delay", type=float, default=0.0, help="seconds before answering")
-    args = parser.parse_args()
-    fake = FakeRetell(args.api_key, args.gateway_url, args.port)
+    args = parser.parse_args(argv)
+    fake = FakeRetell(args.api_key, args.with_url, args.port)
     fake.set_behaviour(delay=args.delay)
+    fake.ice_urls = args.ice_urls
     print(f"fake Retell listening on {fake.url}", flush=True)
     try:
         fake.server.serve_forever()

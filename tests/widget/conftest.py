@@ -233,18 +233,21 @@ class TokenGateway:
         self._redis = redis
         self._allow = allow_origin
         self.fake_retell = fake_retell
-        self.gateway_base = fake_gateway.url
+        # Laid out like Retell's own fallback (https://api.retellai.com/webrtc-proxy): the
+        # fake Retell sends no `url` by default, so the app builds RETELL_GATEWAY_BASE/<call_id>.
+        self.gateway_base = f"{fake_gateway.url}/webrtc-proxy"
         fake_gateway.tokens = fake_retell.tokens  # only tokens Retell really issued
         self.page_origin = page_origin
         self.set_mode("ok")
 
-    def set_mode(self, mode: str) -> None:
-        """ok | livekit | busy | down | agent | origin."""
+    def set_mode(self, mode: str, **settings: str) -> None:
+        """ok | livekit | busy | down | agent | origin; settings override the app's config."""
         config = {
             # Production rules: loopback origins are not implicitly allowed.
             "APP_ENV": "production",
             "ALLOW_INSECURE_ORIGINS": "1",
             "RETELL_GATEWAY_BASE": self.gateway_base,
+            **settings,
         }
         if mode == "livekit":
             config["RETELL_API_VERSION"] = "v2"

@@ -22,8 +22,10 @@ pytestmark = pytest.mark.browser
 
 
 def test_seed_snippet_full_call(
-    page, page_server, widget_origin, token_gateway, fake_gateway, shoot, wait_for
+    page, page_server, widget_origin, token_gateway, fake_gateway, fake_retell, shoot, wait_for
 ):
+    # Retell's documented v3 answer: no `url`, and ice_servers[].urls as a plain string.
+    fake_retell.ice_urls = "string"
     open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
     assert text(page, "launch") == "Talk to our AI agent"
     assert not [u for u in page.requested if "engine-" in u], "engine must load lazily"
@@ -46,14 +48,19 @@ def test_seed_snippet_full_call(
     assert events(page, "call-start")[0]["callId"].startswith("call_")
     assert text(page, "msg") == "Connected"
     assert "Connected" in page.locator("retell-widget .sr").inner_text()  # announced
-    # ICE servers come from the token response (the fake Retell hands out one STUN URL).
+    # ICE servers come from the token response: Retell's string form reaches the browser
+    # as the list RTCPeerConnection is given.
+    answer = fake_retell.answers[-1]
+    assert "url" not in answer and answer["ice_servers"] == [{"urls": "stun:127.0.0.1:3478"}]
     ice = page.evaluate("window.__probe.pcs.at(-1).getConfiguration().iceServers")
     assert [s["urls"] for s in ice] == [["stun:127.0.0.1:3478"]]
 
-    # Signalling followed the interface: POST offer with identity, trickle, bearer token.
+    # Signalling followed the interface: POST offer with identity, trickle, bearer token,
+    # at RETELL_GATEWAY_BASE/<call_id> since the answer had no url.
     post = fake_gateway.requests_for("POST")[-1]
     call_id = post["body"]["call_id"]
-    assert post["path"] == f"/{call_id}/v1/webrtc/sessions"
+    assert call_id == answer["call_id"]
+    assert post["path"] == f"/webrtc-proxy/{call_id}/v1/webrtc/sessions"
     assert post["body"]["identity"] == f"web-{call_id}"
     assert post["body"]["sdp"].startswith("v=0")
     session = fake_gateway.last_session()
@@ -123,3 +130,22 @@ def test_seed_snippet_full_call(
     # No cookies, no storage.
     assert page.evaluate("document.cookie") == ""
     assert page.evaluate("localStorage.length + sessionStorage.length") == 0
+
+
+def test_upstream_url_wins_over_gateway_base(
+    page, page_server, widget_origin, token_gateway, fake_gateway, fake_retell
+):
+    """Some backends add `url` to the v3 answer: the widget then signals there."""
+    fake_retell.gateway_url = f"{fake_gateway.url}/edge"
+    fake_retell.ice_urls = "list"
+    token_gateway.set_mode("ok", RETELL_GATEWAY_BASE="http://127.0.0.1:9/unused")
+    open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
+    go_live(page)
+    answer = fake_retell.answers[-1]
+    assert answer["url"] == f"{fake_gateway.url}/edge/{answer['call_id']}"
+    assert answer["ice_servers"] == [{"urls": ["stun:127.0.0.1:3478"]}]
+    post = fake_gateway.requests_for("POST")[-1]
+    assert post["path"] == f"/edge/{answer['call_id']}/v1/webrtc/sessions"
+    assert not [u for u in page.requested if u.startswith("http://127.0.0.1:9/")]
+    page.locator("retell-widget .hang").click()
+    page.wait_for_function(f"{STATE} === 'ended'")
