@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import importlib.metadata
 import json
+import os
 import platform
 import re
 import shutil
@@ -93,6 +94,21 @@ def test_every_package_the_shipped_code_imports_is_pinned_directly():
     assert missing == {}, f"imported but not in requirements.txt: {missing}"
 
 
+def outside_the_dev_venv() -> dict[str, str]:
+    """This environment (pip's index settings included) with .venv taken out of it."""
+    env = {
+        name: value
+        for name, value in os.environ.items()
+        if name not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PYTHONUSERBASE")
+    }
+    env["PATH"] = os.pathsep.join(
+        entry
+        for entry in env.get("PATH", "/usr/bin:/bin").split(os.pathsep)
+        if not Path(entry).resolve().is_relative_to(Path(sys.prefix).resolve())
+    )
+    return env
+
+
 @pytest.fixture(scope="session")
 def production_venv() -> Path:
     """python3 -m venv + pip install -r requirements.txt, nothing else (cached)."""
@@ -102,7 +118,7 @@ def production_venv() -> Path:
     CACHE.mkdir(parents=True, exist_ok=True)
     # The interpreter .venv was made from, without .venv's packages.
     python = Path(sys.base_prefix) / "bin" / "python3"
-    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(Path.home()), "LANG": "C.UTF-8"}
+    env = outside_the_dev_venv()
     with open(CACHE / f"{key}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent runs build it once
         if not (venv / ".complete").exists():
