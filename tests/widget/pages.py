@@ -123,3 +123,30 @@ def shadow_focus(page):
 def start_result(page):
     """Start via the API; returns 'live' or the rejection's code."""
     return page.evaluate("widget.start().then(() => 'live', (e) => e.code)")
+
+
+# Page-clock timestamps of the gateway engine's signalling POSTs (for tests on a fake clock).
+RECORD_POSTS = """
+(() => {
+  const f = window.fetch;
+  window.__posts = [];
+  window.fetch = (url, opts) => {
+    if (opts?.method === 'POST' && /webrtc\\/sessions$/.test(url)) window.__posts.push(Date.now());
+    return f(url, opts);
+  };
+})();
+"""
+
+
+def run_clock_until(page, state: str, step_ms: int = 50, limit_ms: int = 40_000) -> int:
+    """With page.clock installed, advance it in small steps until the widget reaches state.
+
+    Real I/O (fetch, WebRTC) runs between steps, so backoff and timeouts play out as on a
+    real clock, without waiting for them. Returns the page-clock ms it took.
+    """
+    elapsed = 0
+    while page.evaluate(STATE) != state:
+        assert elapsed < limit_ms, f"still {page.evaluate(STATE)!r} after {elapsed} ms"
+        page.clock.run_for(step_ms)
+        elapsed += step_ms
+    return elapsed

@@ -8,12 +8,14 @@ from pathlib import Path
 import pytest
 
 from tests.widget.pages import (
+    RECORD_POSTS,
     STATE,
     attr_page,
     events,
     go_live,
     new_page,
     open_widget,
+    run_clock_until,
     seed_page,
     shadow_focus,
     start_result,
@@ -230,23 +232,33 @@ def test_room_not_ready_then_accepts(page, page_server, widget_origin, token_gat
 def test_room_never_ready_gives_up_after_window(
     page, page_server, widget_origin, token_gateway, fake_gateway
 ):
+    # The page's clock is driven, so the 15 s window takes well under a second here.
+    page.clock.install()
+    page.context.add_init_script(RECORD_POSTS)
     fake_gateway.not_ready = 1000
     open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
-    assert start_result(page) == "connect_failed"
+    page.evaluate("void (window.started = widget.start().then(() => 'live', (e) => e.code))")
+    run_clock_until(page, "error")
+    assert page.evaluate("started") == "connect_failed"
     assert_error(page, "connect_failed", "The call could not connect.", "Try again")
-    posts = fake_gateway.requests_for("POST")
-    span = posts[-1]["at"] - posts[0]["at"]
+    posts = page.evaluate("window.__posts")
+    assert len(posts) == len(fake_gateway.requests_for("POST"))
+    span = (posts[-1] - posts[0]) / 1000
     assert 13 <= span <= 16, span  # the 15 s window, not forever
     assert 14 <= len(posts) <= 22  # backoff capped at 1 s, not a tight loop
 
 
 def test_ice_failure_is_connect_failed(
-    page, page_server, widget_origin, token_gateway, fake_gateway
+    page, page_server, widget_origin, token_gateway, fake_gateway, wait_for
 ):
+    page.clock.install()
     fake_gateway.blackhole_ice = True
     open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
     page.locator("retell-widget .launch").click()
     page.wait_for_function(f"{STATE} === 'connecting'")
+    wait_for(lambda: fake_gateway.last_session() and fake_gateway.last_session().candidates)
+    elapsed = run_clock_until(page, "error", step_ms=250)
+    assert 19_000 <= elapsed <= 21_000  # the 20 s connect timeout, on the page's clock
     assert_error(page, "connect_failed", "The call could not connect.", "Try again")
     assert "live" not in states(page)
     assert fake_gateway.last_session().candidates  # trickle still reached the gateway
