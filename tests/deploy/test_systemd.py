@@ -7,15 +7,17 @@ import os
 import re
 import runpy
 import shutil
+import signal
 import stat
 import subprocess
 import sys
 import tempfile
+import urllib.request
 from pathlib import Path
 
 import pytest
 
-from devtools.ports import wait_until
+from devtools.ports import free_port, wait_until
 from tests.deploy.helpers import stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -190,3 +192,65 @@ def test_socket_under_the_units_umask_admits_its_group_only(tmp_path, redis_serv
             stop_process(proc, timeout=30)
     finally:
         shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def _can_mount_a_private_proc() -> bool:
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(
+        ["unshare", "--mount", "--pid", "--fork", "sh", "-c",
+         "mount -t proc -o subset=pid proc /proc && test ! -e /proc/meminfo"],
+        capture_output=True, timeout=30,
+    )  # fmt: skip
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(not _can_mount_a_private_proc(), reason="needs root and unshare(1)")
+@pytest.mark.parametrize("worker_class", ["gevent", "gthread"])
+def test_gateway_runs_with_the_units_proc(tmp_path, redis_server, worker_class):
+    """What ProcSubset=pid and ProtectProc=invisible leave of /proc (no /proc/sys,
+    /proc/meminfo, /proc/cpuinfo, ...) is enough for gunicorn, gevent and the app.
+    Approximated without systemd: a private /proc mounted the same way."""
+    unit = unit_values()
+    options = f"subset={unit['ProcSubset'][0]},hidepid={unit['ProtectProc'][0]}"
+    port = free_port()
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "APP_ENV": "production",
+        "RETELL_API_KEY": "key_proc_test",
+        "REDIS_URL": redis_server.url,
+        "USAGE_IP_HASH_KEY": "proc-test",
+        "GUNICORN_BIND": f"127.0.0.1:{port}",
+        "GUNICORN_WORKERS": "2",
+        "GUNICORN_WORKER_CLASS": worker_class,
+    }
+    script = f'mount -t proc -o {options} proc /proc && test ! -e /proc/meminfo && exec "$@"'
+    log = tmp_path / "gunicorn.log"
+    with open(log, "wb") as out:
+        # --kill-child: gunicorn (PID 1 of the namespace) and its workers die with unshare.
+        proc = subprocess.Popen(
+            ["unshare", "--mount", "--pid", "--fork", "--kill-child", "sh", "-c", script, "sh",
+             GUNICORN, "-c", ROOT / "deploy" / "gunicorn.conf.py", "wsgi:app"],
+            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+
+        def ready():
+            try:
+                url = f"http://127.0.0.1:{port}/api/health/ready"
+                with urllib.request.urlopen(url, timeout=2) as resp:
+                    return resp.status == 200
+            except OSError:
+                return proc.poll() is not None
+
+        assert wait_until(ready, 30)
+        assert proc.poll() is None, log.read_text()
+        assert "Traceback" not in log.read_text()
+        # unshare does not pass SIGTERM on: stop its child, the gunicorn master.
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        for child in children:
+            os.kill(int(child), signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0, log.read_text()
+    finally:
+        stop_process(proc, timeout=5)
