@@ -93,8 +93,9 @@ worker_tmp_dir = _SHM if os.path.isdir(_SHM) else None
 # service's group, nobody else can, whatever the process umask (systemd's UMask=0077).
 umask = 0o007
 
-# No control socket: its default path is under $HOME, which the hardened unit makes
-# unreadable and which two instances on one host would share.
+# No control socket (gunicorn 25.1+): its default path is $HOME/.gunicorn/gunicorn.ctl,
+# one per user, so a second instance on the host would take it over (read-only under the
+# hardened unit anyway). tests/deploy/test_gunicorn_instances.py runs two side by side.
 control_socket_disable = True
 
 # X-Forwarded-Proto is only believed from the local nginx.
