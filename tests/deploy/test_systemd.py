@@ -92,8 +92,8 @@ needs_systemd_analyze = pytest.mark.skipif(
 # `systemd-analyze security` of the unit, 0 (locked down) to 10 (systemd 252). Measured
 # 1.4 before PrivateMounts=yes, ProcSubset=pid and UMask=0077 (was 0007), 1.2 after.
 # What is left costs something: PrivateNetwork/IPAddressDeny (it must reach Retell and
-# Redis), AF_UNIX and AF_INET (its socket, Redis, Retell), PrivateUsers (the redis
-# group), RootDirectory, and ProtectClock's own char-rtc read access.
+# Redis), AF_UNIX and AF_INET (its socket, Redis, Retell), RootDirectory, ProtectClock's
+# own char-rtc read access; PrivateUsers would need proving with the redis group.
 EXPOSURE_AT_MOST = 1.2
 
 
