@@ -78,6 +78,20 @@ def text(page, cls):
     return page.locator(f"retell-widget .{cls}").inner_text()
 
 
+def assert_error(page, code, message, hint):
+    page.wait_for_function(f"{STATE} === 'error'", timeout=25000)
+    assert text(page, "msg") == message
+    assert hint in text(page, "hint")
+    err = events(page, "error")[-1]
+    assert err["code"] == code and err["message"]
+    # The status region announces the failure for screen readers.
+    assert message in page.locator("retell-widget .sr").inner_text()
+    # The mic is released on every failure after it was granted.
+    assert page.evaluate(
+        "window.__probe.streams.every(s => s.getTracks().every(t => t.readyState === 'ended'))"
+    )
+
+
 def audio_stats(page):
     """Bytes and energy for the call's audio, from the browser's own getStats."""
     return page.evaluate(
