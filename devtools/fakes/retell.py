@@ -1,4 +1,4 @@
-"""A fake Retell API: a real HTTP server on loopback, per ../shared/retell-interface.md.
+"""A fake Retell API: a real HTTP server on loopback, following docs/retell.md.
 
 Implements POST /v2/create-web-call and /v3/create-web-call with Bearer auth, and can be
 switched to answer each documented error, hang, answer slowly, send garbage or too much.

@@ -1,5 +1,5 @@
 // v2 engine: retell-client-js-sdk 2.0.8 (LiveKit), same interface as the gateway engine.
-// Works around the SDK's known defects (see shared notes):
+// Works around the SDK's known defects (docs/retell.md):
 // - startCall never rejects: we wait for call_started / error ourselves, with a timeout;
 // - a denied mic still emits call_started: the loader asks for the mic before we run;
 // - stopCall does nothing before the call connected: we disconnect the room directly;
