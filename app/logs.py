@@ -11,7 +11,7 @@ import uuid
 
 from flask import Flask, g, request
 
-REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")  # fullmatch
 access_log = logging.getLogger("app.access")
 
 
@@ -67,7 +67,7 @@ def init_request_logging(app: Flask) -> None:
     def start_request():
         g.started = time.perf_counter()
         given = request.headers.get("X-Request-ID", "")
-        g.request_id = given if REQUEST_ID.match(given) else uuid.uuid4().hex
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
 
     @app.after_request
     def finish_request(response):

@@ -39,7 +39,7 @@ def _entry(value: str) -> str:
 
 
 def _agent(value: str) -> str:
-    if not AGENT_ID.match(value):
+    if not AGENT_ID.fullmatch(value):
         raise click.BadParameter(f"{value!r}: 1-128 of A-Z a-z 0-9 _ -")
     return value
 

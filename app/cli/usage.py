@@ -13,7 +13,7 @@ from app.extensions import redis_store
 from app.usage import reports
 
 usage_cli = AppGroup("usage", help="Read the usage stream.")
-DURATION = re.compile(r"^(\d+)([smhd])$")
+DURATION = re.compile(r"([0-9]+)([smhd])")
 
 
 def _redis():
@@ -21,7 +21,7 @@ def _redis():
 
 
 def _since(value: str) -> dt.timedelta:
-    match = DURATION.match(value)
+    match = DURATION.fullmatch(value)
     if not match:
         raise click.BadParameter("use e.g. 30m, 24h, 7d")
     unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[match[2]]

@@ -99,7 +99,7 @@ def parse_body() -> dict:
     if unknown:
         raise ApiError(400, "invalid_request", f"Unknown field: {unknown[0]}")
     agent_id = body.get("agent_id", "")  # omitted: the site's one agent
-    if "agent_id" in body and not (isinstance(agent_id, str) and AGENT_ID.match(agent_id)):
+    if "agent_id" in body and not (isinstance(agent_id, str) and AGENT_ID.fullmatch(agent_id)):
         raise ApiError(400, "invalid_request", "agent_id must be 1-128 of A-Z a-z 0-9 _ -")
     return {
         "agent_id": agent_id,

@@ -14,7 +14,10 @@ from app.http import cors
 
 bp = Blueprint("version", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
-VERSION = re.compile(r"^v?(\d{1,4})(?:\.(\d{1,4}))?(?:\.(\d{1,4}))?(?:[-+][0-9A-Za-z.-]{1,20})?$")
+# ASCII digits, whole string (fullmatch): `\d` and `$` would let "\u0663" and "1.0\n" in.
+VERSION = re.compile(
+    r"v?([0-9]{1,4})(?:\.([0-9]{1,4}))?(?:\.([0-9]{1,4}))?(?:[-+][0-9A-Za-z.-]{1,20})?"
+)
 
 
 class ManifestVersion:
@@ -45,7 +48,7 @@ manifest_version = ManifestVersion()
 
 
 def _parts(version: str) -> tuple[int, ...] | None:
-    match = VERSION.match(version or "")
+    match = VERSION.fullmatch(version or "")
     return tuple(int(p or 0) for p in match.groups()) if match else None
 
 

@@ -22,7 +22,7 @@ from app.usage.entry import UsageEntry
 
 log = logging.getLogger(__name__)
 SCRIPT = Path(__file__).with_name("admission.lua").read_text()
-AGENT_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")  # what an agent grant may hold
+AGENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # what an agent grant may hold (fullmatch)
 
 # Outcomes, one vocabulary with the usage stream's (except "admitted", which is not an entry).
 ADMITTED, ORIGIN_DENIED, INVALID = "admitted", "origin_denied", "invalid"

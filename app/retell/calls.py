@@ -21,7 +21,7 @@ from config import Settings
 log = logging.getLogger(__name__)
 
 MAX_UPSTREAM_BYTES = 64 * 1024
-CALL_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+CALL_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # fullmatch
 DEFAULT_RETRY_AFTER = 5
 
 # What went wrong upstream; app/errors.py maps each kind to our status, code and message.
@@ -105,7 +105,7 @@ class RetellClient:
 
     def _normalise(self, data: dict) -> dict:
         token, call_id = data["access_token"], data["call_id"]
-        if not isinstance(token, str) or not token or not CALL_ID.match(str(call_id)):
+        if not isinstance(token, str) or not token or not CALL_ID.fullmatch(str(call_id)):
             raise ValueError("missing token or call id")
         if self.settings.retell_api_version == "v2":
             return {"access_token": token, "call_id": call_id, "transport": "livekit"}
