@@ -181,9 +181,25 @@ def test_create_web_call_refuses_exactly_what_the_spec_refuses(body, make_app, a
         assert response.get_json()["error"] == "invalid_request"
 
 
-VERSIONS = [None, "", "1", "1.2", "1.2.3", "v1.2.3-beta.1", "1.2.3+build.5", "9999.9999.9999",
-            "10000", "1.2.3.4", "x", "1.", "1.0.0-", " 1.0.0",
-            "1.0.0\n", "\u0663", "1.\u0663"]  # fmt: skip  (the last: `$` and Unicode `\d`)
+VERSIONS = [
+    None,
+    "",
+    "1",
+    "1.2",
+    "1.2.3",
+    "v1.2.3-beta.1",
+    "1.2.3+build.5",
+    "9999.9999.9999",
+    "10000",
+    "1.2.3.4",
+    "x",
+    "1.",
+    "1.0.0-",
+    " 1.0.0",
+    "1.0.0\n",
+    "\u0663",
+    "1.\u0663",
+]  # fmt: skip  (the last: `$` and Unicode `\d`)
 
 
 @pytest.mark.parametrize("v", VERSIONS, ids=repr)
