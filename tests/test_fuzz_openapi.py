@@ -199,7 +199,7 @@ VERSIONS = [
     "1.0.0\n",
     "\u0663",
     "1.\u0663",
-]  # fmt: skip  (the last: `$` and Unicode `\d`)
+]  # the last three: Python's `$` and Unicode `\d` would let them in
 
 
 @pytest.mark.parametrize("v", VERSIONS, ids=repr)
