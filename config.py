@@ -81,6 +81,12 @@ class Settings:
     rate_limit_per_ip: tuple[tuple[int, int], ...] = ((10, 60), (100, 900))
     rate_limit_per_origin_day: int = 1000
     rate_limit_per_agent_day: int = 0
+    minutes_per_origin_day: int = 0
+    minutes_per_origin_month: int = 0
+    minutes_per_agent_day: int = 0
+    minutes_per_agent_month: int = 0
+    concurrent_calls_per_origin: int = 0
+    concurrent_calls_total: int = 0
     trusted_proxy_count: int = 1
     usage_stream_maxlen: int = 1_000_000
     usage_ip_mode: str = "hash"
@@ -89,6 +95,18 @@ class Settings:
     widget_latest_version: str = ""
     widget_changelog_url: str = ""
     log_level: str = "INFO"
+
+    @property
+    def spend_limited(self) -> bool:
+        """A default minute budget or concurrency cap is set (webhooks then matter)."""
+        return any((self.minutes_per_origin_day, self.minutes_per_origin_month,
+                    self.minutes_per_agent_day, self.minutes_per_agent_month,
+                    self.concurrent_calls_per_origin, self.concurrent_calls_total))  # fmt: skip
+
+    @property
+    def max_call_ms(self) -> int:
+        """The longest a call can run: MAX_CALL_DURATION_MS, else Retell's default hour."""
+        return self.max_call_duration_ms or 3_600_000
 
     @property
     def production(self) -> bool:
@@ -179,6 +197,12 @@ FIELDS: dict[str, tuple[str, object]] = {
     "RATE_LIMIT_PER_IP": ("rate_limit_per_ip", parse_limits),
     "RATE_LIMIT_PER_ORIGIN_DAY": ("rate_limit_per_origin_day", _non_negative_int),
     "RATE_LIMIT_PER_AGENT_DAY": ("rate_limit_per_agent_day", _non_negative_int),
+    "MINUTES_PER_ORIGIN_DAY": ("minutes_per_origin_day", _non_negative_int),
+    "MINUTES_PER_ORIGIN_MONTH": ("minutes_per_origin_month", _non_negative_int),
+    "MINUTES_PER_AGENT_DAY": ("minutes_per_agent_day", _non_negative_int),
+    "MINUTES_PER_AGENT_MONTH": ("minutes_per_agent_month", _non_negative_int),
+    "CONCURRENT_CALLS_PER_ORIGIN": ("concurrent_calls_per_origin", _non_negative_int),
+    "CONCURRENT_CALLS_TOTAL": ("concurrent_calls_total", _non_negative_int),
     "TRUSTED_PROXY_COUNT": ("trusted_proxy_count", _non_negative_int),
     "USAGE_STREAM_MAXLEN": ("usage_stream_maxlen", _non_negative_int),
     "USAGE_IP_MODE": ("usage_ip_mode", _choice("hash", "truncate", "full", "none")),

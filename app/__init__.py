@@ -15,6 +15,7 @@ from app.extensions import redis_store, retell_client
 from app.logs import configure_logging, init_request_logging
 from app.policy.admission import Admission
 from app.policy.allowlist import log_allowlist_problems
+from app.usage.calls import CallLedger
 from config import Settings, load_settings
 
 MAX_BODY_BYTES = 8 * 1024
@@ -38,6 +39,7 @@ def create_app(config: Mapping[str, object] | Settings | None = None) -> Flask:
     redis_store.init_app(app)
     retell_client.init_app(app)
     app.extensions["admission"] = Admission(redis_store.client, settings)
+    app.extensions["ledger"] = CallLedger(redis_store.client, settings)
 
     http.init_app(app)
     register_error_handlers(app)

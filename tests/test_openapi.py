@@ -18,6 +18,7 @@ def test_every_error_code_is_in_the_error_enum():
     raised = set(re.findall(r'ApiError\(\s*\d+,\s*"(\w+)"', source))
     raised |= set(re.findall(r'^\s+\d{3}: "(\w+)",$', source, re.MULTILINE))
     raised |= set(re.findall(r'\(\d{3}, "(\w+)"', source))  # tables: UPSTREAM_ERRORS
+    raised |= set(re.findall(r'"status": \d{3}, "error": "(\w+)"', source))  # REFUSALS
     raised |= {"internal_error"}
     enum = SPEC[SPEC.index("enum: [invalid_json") :].split("]", 1)[0]
     documented = set(re.findall(r"\w+", enum)) - {"enum"}

@@ -1,8 +1,11 @@
-"""flask --app wsgi usage tail|report|export: reading the usage stream."""
+"""flask --app wsgi usage tail|report|export: reading the usage and call-events streams."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
+import json
 import re
 import sys
 
@@ -12,7 +15,7 @@ from flask.cli import AppGroup
 from app.extensions import redis_store
 from app.usage import reports
 
-usage_cli = AppGroup("usage", help="Read the usage stream.")
+usage_cli = AppGroup("usage", help="Read the usage and call-events streams.")
 DURATION = re.compile(r"([0-9]+)([smhd])")
 
 
@@ -59,21 +62,59 @@ def usage_tail(count, follow):
 
 @usage_cli.command("report")
 @click.option("--since", default="24h", show_default=True, help="Window, e.g. 30m, 24h, 7d.")
+@click.option("--by", type=click.Choice(reports.BY), default="origin", show_default=True)
 @click.option(
-    "--by",
-    type=click.Choice(["origin", "agent", "outcome", "day"]),
-    default="origin",
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "csv", "json"]),
+    default="table",
     show_default=True,
 )
-def usage_report(since, by):
-    """Attempts and created calls per origin, agent, outcome or day."""
-    field = "agent_id" if by == "agent" else by
-    rows = reports.report(_redis(), redis_store.key("usage"), _since(since), field)
-    width = max([len(by), *(len(str(r[0]) or "-") for r in rows)])
-    click.echo(f"{by:<{width}}  {'attempts':>8}  {'created':>8}")
-    for group, attempts, created in rows:
-        click.echo(f"{group or '-':<{width}}  {attempts:>8}  {created:>8}")
-    click.echo(f"{'total':<{width}}  {sum(r[1] for r in rows):>8}  {sum(r[2] for r in rows):>8}")
+def usage_report(since, by, fmt):
+    """Attempts, created calls, refusals, settled minutes and cost per group."""
+    rows = reports.summarise(
+        _redis(), redis_store.key("usage"), redis_store.key("call-events"), _since(since), by
+    )
+    reasons = reports.refusal_reasons(rows)
+    if fmt == "json":
+        click.echo(json.dumps([row.as_dict(reasons) for row in rows], indent=2))
+    elif fmt == "csv":
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow([by, "attempts", "created", *reasons, "minutes", "cost_usd"])
+        for row in rows:
+            refused = [row.refused[reason] for reason in reasons]
+            writer.writerow(
+                [row.group, row.attempts, row.created, *refused, row.minutes, row.cost_usd]
+            )
+        click.echo(out.getvalue(), nl=False)
+    else:
+        _table(by, rows, [r for r in reasons if any(row.refused[r] for row in rows)])
+
+
+def _table(by: str, rows: list, reasons: list[str]) -> None:
+    """attempts and created first (as before), the refusals seen, then minutes and cost."""
+    total = reports.Row("total")
+    for row in rows:
+        total.attempts += row.attempts
+        total.created += row.created
+        total.refused.update(row.refused)
+        total.duration_ms += row.duration_ms
+        total.cost_cents += row.cost_cents
+    headers = ["attempts", "created", *reasons, "minutes", "cost_usd"]
+
+    def cells(row) -> list[str]:
+        refused = [str(row.refused[reason]) for reason in reasons]
+        minutes = f"{row.duration_ms / 60000:.1f}"
+        cost = f"{row.cost_cents / 100:.2f}"
+        return [str(row.attempts), str(row.created), *refused, minutes, cost]
+
+    lines = [[by, *headers], *([row.group or "-", *cells(row)] for row in [*rows, total])]
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    for line in lines:
+        first = f"{line[0]:<{widths[0]}}"
+        rest = (f"{c:>{w}}" for c, w in zip(line[1:], widths[1:], strict=True))
+        click.echo("  ".join([first, *rest]))
 
 
 @usage_cli.command("export")
@@ -82,7 +123,14 @@ def usage_report(since, by):
 @click.option(
     "--claim-idle", default=60, show_default=True, help="Seconds before claiming pending."
 )
-def usage_export(group, consumer, claim_idle):
+@click.option(
+    "--stream",
+    type=click.Choice(["usage", "call-events"]),
+    default="usage",
+    show_default=True,
+    help="Which stream: create-web-call attempts or webhook call events.",
+)
+def usage_export(group, consumer, claim_idle, stream):
     """JSON lines to stdout, at least once, through a consumer group."""
 
     def write(line: str) -> None:
@@ -90,6 +138,6 @@ def usage_export(group, consumer, claim_idle):
         sys.stdout.flush()
 
     written = reports.export(
-        _redis(), redis_store.key("usage"), group, consumer, write, claim_idle * 1000
+        _redis(), redis_store.key(stream), group, consumer, write, claim_idle * 1000
     )
     click.echo(f"{written} exported", err=True)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from app.http import calls, cors, health, version
+from app.http import calls, cors, health, version, webhooks
 
 
 def init_app(app) -> None:
-    for module in (calls, health, version):
+    for module in (calls, health, version, webhooks):
         app.register_blueprint(module.bp)
     cors.init_app(app)

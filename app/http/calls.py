@@ -198,11 +198,23 @@ def refuse_unless_admitted(
                 limit_headers(decision),
                 retry_after=max(decision.retry_after, 1),
             )
+        case admission.BUDGET_EXHAUSTED, _:
+            raise _retry_later(
+                decision, "budget_exhausted", "Calls are paused on this site for now."
+            )
+        case admission.BUSY, _:
+            raise _retry_later(decision, "busy", "All lines are busy; try again in a minute.")
         case _:  # an outcome this code does not know never reaches the upstream call
             log.error("unknown admission decision %r: refused", decision)
             _record(entry.decided("unavailable", 500, error="internal_error",
                                   entry=decision.entry, agent_id=decision.agent_id))  # fmt: skip
             raise ApiError(500, "internal_error", "Something went wrong on our side.")
+
+
+def _retry_later(decision: Decision, code: str, message: str) -> ApiError:
+    retry_after = max(decision.retry_after, 1)
+    headers = {"Retry-After": str(retry_after)}
+    return ApiError(429, code, message, headers, retry_after=retry_after)
 
 
 def limit_headers(decision: Decision) -> dict[str, str]:
@@ -220,24 +232,36 @@ def limit_headers(decision: Decision) -> dict[str, str]:
 
 def mint(decision: Decision, caller: Caller, body: dict, entry: UsageEntry, headers) -> dict:
     """Creates the call upstream (never retried) and records the outcome: one round trip."""
+    ledger = current_app.extensions["ledger"]
     entry = dataclasses.replace(entry, entry=decision.entry, agent_id=decision.agent_id)
     metadata = {**body["metadata"], "origin": caller.origin}
     if request.referrer:
         metadata["page_url"] = request.referrer[:MAX_VALUE]
+    # A budget's reservation is the call's length limit; else the configured cap, if any.
+    max_call_ms = decision.reserved_ms if decision.budgeted else _settings().max_call_duration_ms
     try:
         result, latency_ms = retell_client.create_web_call(
-            decision.agent_id, metadata, body["dynamic_variables"]
+            decision.agent_id, metadata, body["dynamic_variables"], max_call_ms
         )
     except UpstreamFailure as exc:
         error = upstream_error(exc.kind, exc.retry_after, headers)
-        _record(entry.decided("upstream_error", error.status, error=error.code,
-                              upstream_ms=exc.latency_ms))  # fmt: skip
+        ledger.released(
+            decision,
+            entry.decided(
+                "upstream_error", error.status, error=error.code, upstream_ms=exc.latency_ms
+            ),
+        )
         raise error from None
     except Exception:
-        # A bug of ours still leaves its trace on the stream: nothing is lost.
-        _record(entry.decided("unavailable", 500, error="internal_error"))
+        # A bug of ours still leaves its trace on the stream, and gives the minutes back.
+        ledger.released(decision, entry.decided("unavailable", 500, error="internal_error"))
         raise
-    _record(entry.decided("created", 201, call_id=result["call_id"], upstream_ms=latency_ms))
+    ledger.created(
+        decision,
+        result["call_id"],
+        caller.origin,
+        entry.decided("created", 201, call_id=result["call_id"], upstream_ms=latency_ms),
+    )
     return result
 
 

@@ -14,6 +14,14 @@ from app.usage import stream
 bp = Blueprint("health", __name__, url_prefix="/api")
 
 
+def _iso(ms) -> str | None:
+    try:
+        when = dt.datetime.fromtimestamp(int(ms) / 1000, tz=dt.UTC)
+    except (TypeError, ValueError):
+        return None
+    return when.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
 @bp.get("/health")
 @cors.public
 def health():
@@ -26,8 +34,9 @@ def health():
 def ready():
     settings = current_app.config["SETTINGS"]
     components = {}
+    last_webhook = None
     try:
-        redis_store.client.ping()
+        last_webhook = redis_store.client.get(redis_store.key("webhooks", "last"))
         components["redis"] = {"status": "ok"}
     except redis.RedisError as exc:
         components["redis"] = {"status": "error", "detail": type(exc).__name__}
@@ -37,6 +46,9 @@ def ready():
         else {"status": "error", "detail": "RETELL_API_KEY is not set"}
     )
     components["usage_stream"] = {"status": "ok", "write_failures": stream.write_failures.count}
+    if settings.spend_limited or last_webhook:
+        # Budgets and caps are settled by webhooks: say when one last arrived (never fatal).
+        components["webhooks"] = {"status": "ok", "last_received": _iso(last_webhook)}
     healthy = all(c["status"] == "ok" for c in components.values())
     body = {"status": "ok" if healthy else "unavailable", "components": components}
     return jsonify(body), 200 if healthy else 503

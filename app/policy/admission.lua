@@ -98,15 +98,20 @@ local function daily(name, limit)
                            used = tonumber(redis.call('GET', key) or '0') or 0,
                            reset_ms = (day + 1) * 86400000}
 end
--- HSET <limits key> per_day N overrides the default: 0 pauses, -1 means unlimited.
-local function cap(key, default)
-  local override = tonumber(safe('HGET', key, 'per_day') or '')
+-- Per-entry and per-agent settings, read live: HSET widget:limits:<entry> per_day N ...
+-- A stored value overrides the default: N >= 0 is the limit (0 pauses), -1 means none.
+local origin_limits = safe('HMGET', prefix .. 'limits:' .. entry,
+                           'per_day', 'minutes_per_day', 'minutes_per_month', 'max_concurrent') or {}
+local agent_limits = safe('HMGET', prefix .. 'limits:agent:' .. agent,
+                          'per_day', 'minutes_per_day', 'minutes_per_month') or {}
+local function setting(stored, default)
+  local override = tonumber(stored or '')
   if override then return override >= 0 and override or nil end
   return default > 0 and default or nil
 end
-local origin_cap = cap(prefix .. 'limits:' .. entry, req.origin_per_day)
+local origin_cap = setting(origin_limits[1], req.origin_per_day)
 if origin_cap then daily('origin:' .. entry, origin_cap) end
-local agent_cap = cap(prefix .. 'limits:agent:' .. agent, req.agent_per_day)
+local agent_cap = setting(agent_limits[1], req.agent_per_day)
 if agent_cap then daily('agent:' .. agent, agent_cap) end
 
 local function seconds(ms) return math.ceil(ms / 1000) end
@@ -121,6 +126,74 @@ if blocked then
   return reply(decision)
 end
 
+-- Minute budgets: a call reserves its longest possible length in every budget that applies
+-- (like a card authorisation); the call_ended webhook settles it (settle.lua).
+local function civil(days)  -- days since 1970-01-01 -> year, month, day (proleptic Gregorian)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+                          - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = mp < 10 and mp + 3 or mp - 9
+  return yoe + era * 400 + (m <= 2 and 1 or 0), m, doy - math.floor((153 * mp + 2) / 5) + 1
+end
+local function days_from_civil(y, m, d)
+  y = m <= 2 and y - 1 or y
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local doy = math.floor((153 * (m > 2 and m - 3 or m + 9) + 2) / 5) + d - 1
+  return era * 146097 + yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy - 719468
+end
+local year, month, mday = civil(day)
+local day_name = string.format('%04d-%02d-%02d', year, month, mday)
+local month_name = string.format('%04d-%02d', year, month)
+local month_end_ms = (month == 12 and days_from_civil(year + 1, 1, 1)
+                      or days_from_civil(year, month + 1, 1)) * 86400000
+local budgets = {}
+local function budget(scope, stored, default, period, end_ms)
+  local minutes = setting(stored, default)
+  if not minutes then return end
+  local key = prefix .. 'minutes:' .. scope .. ':' .. period
+  budgets[#budgets + 1] = {key = key, left_ms = minutes * 60000 - (tonumber(redis.call('GET', key) or '0') or 0),
+                           end_ms = end_ms}
+end
+budget('origin:' .. entry, origin_limits[2], req.minutes.origin_day, day_name, (day + 1) * 86400000)
+budget('origin:' .. entry, origin_limits[3], req.minutes.origin_month, month_name, month_end_ms)
+budget('agent:' .. agent, agent_limits[2], req.minutes.agent_day, day_name, (day + 1) * 86400000)
+budget('agent:' .. agent, agent_limits[3], req.minutes.agent_month, month_name, month_end_ms)
+local reserve_ms, exhausted = req.max_call_ms, nil
+for _, b in ipairs(budgets) do
+  if b.left_ms < req.min_call_ms then
+    if not exhausted or b.end_ms > exhausted.end_ms then exhausted = b end
+  elseif b.left_ms < reserve_ms then
+    reserve_ms = b.left_ms
+  end
+end
+if exhausted then
+  local decision = refuse('budget_exhausted', entry, agent)
+  decision.retry_after = seconds(exhausted.end_ms - now_ms)
+  return reply(decision)
+end
+
+-- Concurrency: a call is live from admission until its call_ended webhook, or until its
+-- reservation (plus the join window) runs out. Members are scored by that expiry.
+local live = {}
+local function concurrency(key, cap)
+  if not cap then return end
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms)
+  if redis.call('ZCARD', key) >= cap then return true end
+  live[#live + 1] = key
+end
+if concurrency(prefix .. 'live:origin:' .. entry, setting(origin_limits[4], req.concurrent.origin))
+   or concurrency(prefix .. 'live:all', setting(nil, req.concurrent.total)) then
+  local decision = refuse('busy', entry, agent)
+  decision.retry_after = req.busy_retry_after
+  return reply(decision)
+end
+
+-- Admitted: count and reserve everything at once.
 local tightest
 for _, b in ipairs(buckets) do
   if b.window_ms then
@@ -135,5 +208,17 @@ for _, b in ipairs(buckets) do
   end
 end
 tightest = tightest or {limit = 0, remaining = 0, reset = 0}
+local counters = {}
+for _, b in ipairs(budgets) do
+  redis.call('INCRBY', b.key, reserve_ms)
+  redis.call('PEXPIREAT', b.key, b.end_ms + req.budget_retention_ms)
+  counters[#counters + 1] = b.key
+end
+local pending = 'pending:' .. member  -- becomes the call id once Retell answers (calls.lua)
+for _, key in ipairs(live) do
+  redis.call('ZADD', key, now_ms + reserve_ms + req.join_window_ms, pending)
+end
 return reply({outcome = 'admitted', entry = entry, agent_id = agent, limit = tightest.limit,
-              remaining = tightest.remaining, reset = tightest.reset, retry_after = 0})
+              remaining = tightest.remaining, reset = tightest.reset, retry_after = 0,
+              reserved_ms = reserve_ms, budgeted = #budgets > 0, counters = counters,
+              live = live, pending = pending, minted_ms = now_ms})

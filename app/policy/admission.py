@@ -27,6 +27,11 @@ AGENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # what an agent grant may hold (
 # Outcomes, one vocabulary with the usage stream's (except "admitted", which is not an entry).
 ADMITTED, ORIGIN_DENIED, INVALID = "admitted", "origin_denied", "invalid"
 AGENT_DENIED, RATE_LIMITED = "agent_denied", "rate_limited"
+BUDGET_EXHAUSTED, BUSY = "budget_exhausted", "busy"
+MIN_CALL_MS = 60_000  # Retell's shortest max_call_duration_ms: less left refuses the call
+JOIN_WINDOW_MS = 60_000  # a minted call not joined within ~30 s ends with error_user_not_joined
+BUSY_RETRY_AFTER = 30  # seconds: live calls end at their own pace, so ask again soon
+BUDGET_RETENTION_MS = 40 * 86_400_000  # minute counters outlive their period, for reports
 
 # Refusal reason -> the status and error code the API answers with (and the stream records).
 REFUSALS = {
@@ -34,6 +39,8 @@ REFUSALS = {
     "agent_denied": {"status": 403, "error": "agent_not_allowed"},
     "agent_required": {"status": 400, "error": "invalid_request"},
     "rate_limited": {"status": 429, "error": "rate_limited"},
+    "budget_exhausted": {"status": 429, "error": "budget_exhausted"},
+    "busy": {"status": 429, "error": "busy"},
 }
 
 
@@ -52,7 +59,7 @@ class AdmissionRequest:
 
 @dataclasses.dataclass(frozen=True)
 class Decision:
-    outcome: str  # admitted | origin_denied | invalid | agent_denied | rate_limited
+    outcome: str  # admitted | origin_denied | invalid | agent_denied | rate_limited | ...
     reason: str = ""  # for refusals: a key of REFUSALS, or "body"
     entry: str = ""
     agent_id: str = ""
@@ -60,6 +67,13 @@ class Decision:
     remaining: int = 0
     reset: int = 0  # unix seconds
     retry_after: int = 0
+    # What an admitted call holds until it is settled (app/usage/calls.py):
+    reserved_ms: int = 0  # of every minute budget that applies
+    budgeted: bool = False  # some budget applies: Retell must end the call at reserved_ms
+    counters: tuple[str, ...] = ()  # minute counters the reservation was added to
+    live: tuple[str, ...] = ()  # concurrency sets holding the call
+    pending: str = ""  # its member there until the call id is known
+    minted_ms: int = 0  # Redis time of admission
 
     @property
     def refusal(self) -> dict:
@@ -77,6 +91,21 @@ class Admission:
             "agent_per_day": settings.rate_limit_per_agent_day,
             "maxlen": settings.usage_stream_maxlen,
             "refusals": REFUSALS,
+            "minutes": {
+                "origin_day": settings.minutes_per_origin_day,
+                "origin_month": settings.minutes_per_origin_month,
+                "agent_day": settings.minutes_per_agent_day,
+                "agent_month": settings.minutes_per_agent_month,
+            },
+            "concurrent": {
+                "origin": settings.concurrent_calls_per_origin,
+                "total": settings.concurrent_calls_total,
+            },
+            "max_call_ms": settings.max_call_ms,
+            "min_call_ms": MIN_CALL_MS,
+            "join_window_ms": JOIN_WINDOW_MS,
+            "busy_retry_after": BUSY_RETRY_AFTER,
+            "budget_retention_ms": BUDGET_RETENTION_MS,
         }
 
     def decide(self, request: AdmissionRequest) -> Decision:
@@ -98,6 +127,8 @@ class Admission:
             # A wrong-type key or a failed usage write: the request still failed closed.
             log.warning("redis problems during admission: %s", problems)
         names = {f.name for f in dataclasses.fields(Decision)}
+        for listed in ("counters", "live"):  # cjson writes an empty list as {}
+            reply[listed] = tuple(reply.get(listed) or ())
         return Decision(**{k: v for k, v in reply.items() if k in names})
 
 

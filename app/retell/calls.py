@@ -52,20 +52,44 @@ class RetellClient:
         app.extensions["retell"] = self
 
     def create_web_call(
-        self, agent_id: str, metadata: dict, dynamic_variables: dict
+        self, agent_id: str, metadata: dict, dynamic_variables: dict, max_call_ms: int | None
     ) -> tuple[dict, int]:
-        """Returns (the widget's response body, upstream latency ms); raises UpstreamFailure."""
-        s = self.settings
+        """Returns (the widget's response body, upstream latency ms); raises UpstreamFailure.
+
+        max_call_ms, when given, is sent as agent_override.agent.max_call_duration_ms, so
+        Retell itself ends the call there (a minute budget's reservation, or the cap).
+        """
         body: dict = {"agent_id": agent_id, "metadata": metadata}
         if dynamic_variables:
             body["retell_llm_dynamic_variables"] = dynamic_variables
-        if s.max_call_duration_ms:
-            body["agent_override"] = {"agent": {"max_call_duration_ms": s.max_call_duration_ms}}
+        if max_call_ms:
+            body["agent_override"] = {"agent": {"max_call_duration_ms": max_call_ms}}
+        version = self.settings.retell_api_version
+        data, latency_ms = self._call("POST", f"/{version}/create-web-call", body)
+        try:
+            return self._normalise(data), latency_ms
+        except (ValueError, TypeError, KeyError):
+            log.warning("upstream create-web-call answered with an unusable body")
+            raise UpstreamFailure(UNUSABLE, latency_ms) from None
+
+    def get_call(self, call_id: str) -> dict:
+        """Retell's call object (GET /v2/get-call/{id}), for reconciling a missed webhook."""
+        if not CALL_ID.fullmatch(call_id):
+            raise UpstreamFailure(AGENT_NOT_FOUND, 0)
+        data, _ = self._call("GET", f"/v2/get-call/{call_id}")
+        if not isinstance(data, dict):
+            raise UpstreamFailure(UNUSABLE, 0)
+        return data
+
+    def _call(self, method: str, path: str, body: dict | None = None) -> tuple[object, int]:
+        """One request, never retried; (parsed JSON, latency ms) or UpstreamFailure."""
+        s = self.settings
         headers = {
             "Authorization": f"Bearer {s.retell_api_key.reveal()}",
-            "Content-Type": "application/json",
             "Accept": "application/json",
         }
+        if body is not None:
+            headers["Content-Type"] = "application/json"
         started = time.perf_counter()
 
         def failure(kind, retry_after=None):
@@ -74,9 +98,9 @@ class RetellClient:
 
         try:
             response = self.http.request(
-                "POST",
-                f"{s.retell_api_base}/{s.retell_api_version}/create-web-call",
-                body=json.dumps(body).encode(),
+                method,
+                f"{s.retell_api_base}{path}",
+                body=None if body is None else json.dumps(body).encode(),
                 headers=headers,
                 timeout=urllib3.Timeout(
                     connect=s.upstream_connect_timeout, read=s.upstream_read_timeout
@@ -98,8 +122,8 @@ class RetellClient:
         if not 200 <= response.status < 300:
             raise _map_error(response, failure)
         try:
-            return self._normalise(json.loads(raw)), latency_ms
-        except (ValueError, TypeError, KeyError):
+            return json.loads(raw), latency_ms
+        except ValueError:
             log.warning("upstream answered %s with an unusable body", response.status)
             raise failure(UNUSABLE) from None
 

@@ -21,8 +21,8 @@ FIELDS = (
 # Filled by whoever decides the outcome (the admission script or the route).
 DECIDED = ("outcome", "status", "error", "entry", "agent_id")
 OUTCOMES = (
-    "created", "origin_denied", "agent_denied", "rate_limited", "invalid",
-    "upstream_error", "unavailable",
+    "created", "origin_denied", "agent_denied", "rate_limited", "budget_exhausted", "busy",
+    "invalid", "upstream_error", "unavailable",
 )  # fmt: skip
 ORIGIN_MAX, UA_MAX = 300, 200
 

@@ -1,14 +1,25 @@
-"""Reading the usage stream, for the CLI: tail, follow, report and export."""
+"""Reading the usage and call-events streams, for the CLI: tail, follow, report and export."""
 
 from __future__ import annotations
 
 import collections
+import dataclasses
 import datetime as dt
+import decimal
 import json
 import time
 from collections.abc import Iterator
 
 import redis
+
+from app.usage.entry import OUTCOMES
+
+# usage report --by: the field each stream's entries are grouped by (day and month: UTC ts).
+BY = ("origin", "entry", "agent", "outcome", "day", "month")
+FIELD = {"origin": "origin", "entry": "entry", "agent": "agent_id", "outcome": "outcome"}
+PERIOD = {"day": "%Y-%m-%d", "month": "%Y-%m"}
+REFUSALS = tuple(o for o in OUTCOMES if o != "created")  # every outcome that is not a call
+BATCH = 1000
 
 
 def entry_time(entry_id: str) -> dt.datetime:
@@ -27,22 +38,143 @@ def follow(client: redis.Redis, stream: str, last_id: str = "$") -> Iterator[tup
                 yield entry_id, fields
 
 
-def report(client: redis.Redis, stream: str, since: dt.timedelta, by: str) -> list[tuple]:
-    """Rows (group, attempts, created) over the window, most attempts first."""
-    start = int((time.time() - since.total_seconds()) * 1000)
-    attempts: collections.Counter = collections.Counter()
-    created: collections.Counter = collections.Counter()
-    cursor = f"{start}-0"
+def scan(
+    client: redis.Redis, stream: str, start_ms: int, batch: int = BATCH
+) -> Iterator[tuple[str, dict]]:
+    """Entries from start_ms on, oldest first, read in XRANGE batches of `batch`."""
+    cursor = f"{start_ms}-0"
     while True:
-        batch = client.xrange(stream, min=cursor, count=1000)
-        for entry_id, fields in batch:
-            group = entry_time(entry_id).date().isoformat() if by == "day" else fields.get(by, "")
-            attempts[group] += 1
-            created[group] += fields.get("outcome") == "created"
-        if len(batch) < 1000:
-            break
-        cursor = "(" + batch[-1][0]
-    return [(group, n, created[group]) for group, n in attempts.most_common()]
+        entries = client.xrange(stream, min=cursor, count=batch)
+        yield from entries
+        if len(entries) < batch:
+            return
+        cursor = "(" + entries[-1][0]
+
+
+@dataclasses.dataclass
+class Row:
+    """One group of `usage report`: attempts by outcome, settled minutes and cost."""
+
+    group: str
+    attempts: int = 0
+    created: int = 0
+    refused: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    duration_ms: int = 0
+    cost_cents: decimal.Decimal = decimal.Decimal(0)
+
+    @property
+    def minutes(self) -> float:
+        return round(self.duration_ms / 60000, 4)
+
+    @property
+    def cost_usd(self) -> float:
+        return round(float(self.cost_cents / 100), 6)
+
+    def as_dict(self, reasons: tuple[str, ...] = REFUSALS) -> dict:
+        return {
+            "group": self.group,
+            "attempts": self.attempts,
+            "created": self.created,
+            "refused": {reason: self.refused[reason] for reason in reasons},
+            "minutes": self.minutes,
+            "cost_usd": self.cost_usd,
+        }
+
+
+def refusal_reasons(rows: list[Row]) -> tuple[str, ...]:
+    """The known refusal outcomes, then any other outcome the rows hold."""
+    seen = {reason for row in rows for reason in row.refused}
+    return REFUSALS + tuple(sorted(seen - set(REFUSALS)))
+
+
+def _ts_ms(entry_id: str, fields: dict) -> int:
+    try:
+        return int(fields.get("ts", ""))
+    except ValueError:
+        return int(entry_id.split("-")[0])
+
+
+def _group(by: str, entry_id: str, fields: dict, call_event: bool = False) -> str:
+    if by in PERIOD:
+        when = dt.datetime.fromtimestamp(_ts_ms(entry_id, fields) / 1000, tz=dt.UTC)
+        return when.strftime(PERIOD[by])
+    if by == "outcome" and call_event:
+        return "created"  # minutes and cost belong to created calls
+    return fields.get(FIELD[by], "")
+
+
+def _duration(value: str | None) -> int:
+    try:
+        return max(int(value or 0), 0)
+    except ValueError:
+        return 0
+
+
+def _cents(value: str | None) -> decimal.Decimal | None:
+    try:
+        cents = decimal.Decimal(value or "")
+    except decimal.InvalidOperation:
+        return None
+    return cents if cents.is_finite() and cents >= 0 else None
+
+
+def summarise(
+    client: redis.Redis,
+    usage_stream: str,
+    events_stream: str,
+    since: dt.timedelta,
+    by: str,
+    batch: int = BATCH,
+) -> list[Row]:
+    """Rows per group over the window: day and month in order, others most attempts first.
+
+    Attempts come from the usage stream. Minutes are each call's last call_ended duration
+    and cost its latest cost_cents, both in the group of that call_ended (for day and month,
+    its date; a cost without a call_ended in the window goes to the cost event's group).
+    Both streams are read in batches; what stays in memory is one counter row per group and
+    one small tuple per call that ended or was billed in the window.
+    """
+    start = int((time.time() - since.total_seconds()) * 1000)
+    rows: dict[str, Row] = {}
+
+    def row(group: str) -> Row:
+        if group not in rows:
+            rows[group] = Row(group)
+        return rows[group]
+
+    for entry_id, fields in scan(client, usage_stream, start, batch):
+        target = row(_group(by, entry_id, fields))
+        target.attempts += 1
+        outcome = fields.get("outcome", "")
+        if outcome == "created":
+            target.created += 1
+        else:
+            target.refused[outcome or "unknown"] += 1
+
+    # call id -> (group of its last call_ended, duration_ms, group of its latest cost, cents)
+    calls: dict[str, tuple] = {}
+    for entry_id, fields in scan(client, events_stream, start, batch):
+        ended = fields.get("event") == "call_ended"
+        cost = _cents(fields.get("cost_cents"))
+        if not ended and cost is None:
+            continue
+        group = _group(by, entry_id, fields, call_event=True)
+        call_id = fields.get("call_id") or entry_id
+        ended_group, duration, cost_group, cents = calls.get(call_id, (None, 0, None, None))
+        if ended:
+            ended_group, duration = group, _duration(fields.get("duration_ms"))
+        if cost is not None:
+            cost_group, cents = group, cost
+        calls[call_id] = (ended_group, duration, cost_group, cents)
+    for ended_group, duration, cost_group, cents in calls.values():
+        if ended_group is not None:
+            row(ended_group).duration_ms += duration
+        if cents is not None:
+            row(ended_group if ended_group is not None else cost_group).cost_cents += cents
+
+    if by in PERIOD:
+        return [rows[group] for group in sorted(rows)]
+    return sorted(rows.values(), key=lambda r: (-r.attempts, -r.duration_ms, r.group))
 
 
 def export(
