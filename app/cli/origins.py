@@ -6,8 +6,10 @@ gateway can match. Plain redis-cli edits work too (README); `origins check` repo
 
 from __future__ import annotations
 
+import datetime as dt
 import html
 import json
+import math
 import sys
 
 import click
@@ -69,16 +71,69 @@ def origins_remove(origins, keep_agents):
     click.echo(f"{removed} removed", err=True)
 
 
+LIMIT_FIELDS = ("per_day", "minutes_per_day", "minutes_per_month", "max_concurrent")
+USED_COLUMNS = ("minutes_today", "minutes_month", "live")
+
+
 @origins_cli.command("list")
 def origins_list():
-    """Allowed origins with their agents."""
+    """Allowed origins: agents, budgets in effect, minutes used (UTC day, month), live calls.
+
+    Columns (tab-separated; the header goes to stderr): entry, agents, per_day,
+    minutes_per_day, minutes_per_month, max_concurrent ("-": none), minutes_today,
+    minutes_month, live. One pipeline for every entry.
+    """
     entries = sorted(_redis().smembers(redis_store.key("origins")))
+    settings = current_app.config["SETTINGS"]
+    defaults = (
+        settings.rate_limit_per_origin_day,
+        settings.minutes_per_origin_day,
+        settings.minutes_per_origin_month,
+        settings.concurrent_calls_per_origin,
+    )
+    now = dt.datetime.now(dt.UTC)
+    day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
+    now_ms = int(now.timestamp() * 1000)
     pipe = _redis().pipeline()
     for entry in entries:
         pipe.smembers(redis_store.key("agents", entry))
-    for entry, agents in zip(entries, pipe.execute(raise_on_error=False), strict=True):
+        pipe.hmget(redis_store.key("limits", entry), LIMIT_FIELDS)
+        pipe.get(redis_store.key("minutes", "origin", entry, day))
+        pipe.get(redis_store.key("minutes", "origin", entry, month))
+        pipe.zcount(redis_store.key("live", "origin", entry), f"({now_ms}", "+inf")
+    replies = pipe.execute(raise_on_error=False) if entries else []
+    click.echo("\t".join(("entry", "agents", *LIMIT_FIELDS, *USED_COLUMNS)), err=True)
+    for i, entry in enumerate(entries):
+        agents, limits, used_day, used_month, live = replies[i * 5 : i * 5 + 5]
         names = ", ".join(sorted(agents)) if isinstance(agents, set) else "(wrong key type)"
-        click.echo(f"{entry}\t{names or '(no agents)'}")
+        if isinstance(limits, list):
+            budgets = [_effective(v, d) for v, d in zip(limits, defaults, strict=True)]
+        else:
+            budgets = ["?"] * len(LIMIT_FIELDS)
+        used = [_minutes(used_day), _minutes(used_month), live if isinstance(live, int) else "?"]
+        click.echo("\t".join([entry, names or "(no agents)", *budgets, *map(str, used)]))
+
+
+def _effective(stored: str | None, default: int) -> str:
+    """As admission.lua reads it: a stored number overrides (-1 or below: none), else the
+    default (0: none)."""
+    try:
+        override = float(stored) if stored is not None else None
+    except ValueError:
+        override = None
+    if override is not None and math.isfinite(override):  # Lua's tonumber has no nan, inf
+        if override < 0:
+            return "-"
+        return str(int(override)) if override.is_integer() else str(override)
+    return str(default) if default > 0 else "-"
+
+
+def _minutes(counter) -> str:
+    """A minute counter (milliseconds reserved and settled) in minutes, 1 decimal."""
+    try:
+        return f"{int(counter or 0) / 60000:.1f}"
+    except (TypeError, ValueError):
+        return "?"
 
 
 @origins_cli.command("check")
