@@ -4,6 +4,7 @@ The script is driven through Admission.decide (one JSON request, one JSON reply)
 Lua can change without going through HTTP.
 """
 
+import datetime as dt
 import json
 
 import pytest
@@ -142,3 +143,40 @@ def test_implicit_loopback_origin_needs_no_entry(gate, redis):
     decision = decide(gate(), origin=origin, implicit=True, agent_id=AGENT)
     # Allowed as an origin, but with no grants it still has no agent.
     assert (decision.outcome, decision.entry) == ("agent_denied", origin)
+
+
+def test_the_scripts_calendar_matches_pythons(redis):
+    """admission.lua names budget periods by UTC date: its date math, checked day by day."""
+    script = admission.SCRIPT
+    functions = script[script.index("local function civil") : script.index("local year, month")]
+    harness = (
+        functions
+        + """
+local out = {}
+for _, day in ipairs(cjson.decode(ARGV[1])) do
+  local y, m, d = civil(day)
+  local next_month = m == 12 and days_from_civil(y + 1, 1, 1) or days_from_civil(y, m + 1, 1)
+  out[#out + 1] = {y, m, d, next_month}
+end
+return cjson.encode(out)
+"""
+    )
+    epoch = dt.date(1970, 1, 1)
+    days = [(dt.date(2024, 1, 1) - epoch).days + n for n in range(0, 3 * 366, 1)]
+    days += [(dt.date(y, 3, 1) - epoch).days - 1 for y in (2000, 2100, 2400)]  # Feb's end
+    reply = json.loads(redis.eval(harness, 0, json.dumps(days)))
+    for day, (y, m, d, next_month) in zip(days, reply, strict=True):
+        date = epoch + dt.timedelta(days=day)
+        assert (y, m, d) == (date.year, date.month, date.day)
+        first = dt.date(y + (m == 12), m % 12 + 1, 1)
+        assert next_month == (first - epoch).days
+
+
+def test_a_month_budget_waits_for_the_first_of_next_month(gate, redis, allow_origin):
+    allow_origin(ORIGIN, AGENT)
+    redis.hset(f"widget:limits:{ORIGIN}", "minutes_per_month", 0)
+    decision = decide(gate(), agent_id=AGENT)
+    assert (decision.outcome, decision.reason) == ("budget_exhausted", "budget_exhausted")
+    now = dt.datetime.now(dt.UTC)
+    first = dt.datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=dt.UTC)
+    assert abs(decision.retry_after - (first - now).total_seconds()) <= 2
