@@ -9,6 +9,15 @@ then be the POSTed call_id), or with no prefix at all:
 HTTP runs in a stdlib threaded server; aiortc runs on its own asyncio loop in a
 background thread, so synchronous pytest fixtures can start and stop it.
 Run standalone: ``python -m devtools.fakes.gateway --port 8790``.
+
+With ``retell_url`` (--retell-url) set to a fake Retell API (devtools.fakes.retell), the
+gateway tells it how each call went, as Retell's own backend would: when a session's peer
+connection first connects, ``POST {retell_url}/_fake/calls/{call_id}/start``; when the
+session ends (the widget's DELETE, the peer connection closing or failing, drop()),
+``POST {retell_url}/_fake/calls/{call_id}/end`` ``{duration_ms, joined}`` with the length
+measured from connected to ended (joined false, 0 ms, when it never connected). Once per
+session, best effort, from a short-lived thread; sessions closed by reset()/stop() are
+not reported.
 """
 
 from __future__ import annotations
@@ -22,6 +31,8 @@ import math
 import re
 import threading
 import time
+import urllib.error
+import urllib.request
 import uuid
 from array import array
 from dataclasses import dataclass, field
@@ -105,6 +116,9 @@ class Session:
     control_messages: list[str] = field(default_factory=list)
     deleted: bool = False
     closed: bool = False
+    connected_at: float | None = None  # monotonic time the peer connection first connected
+    ended_at: float | None = None
+    reported: bool = False  # the end was reported to retell_url (or must not be)
 
     def uplink_peak_since(self, since: float) -> int:
         return max((p for t, p in list(self.uplink) if t >= since), default=0)
@@ -125,6 +139,8 @@ class FakeGateway:
         self.not_ready: int = 0  # answer this many POSTs with 404 first
         self.blackhole_ice = False  # answer with unreachable candidates, ignore trickle
         self.allowed_origin: str | None = None  # None: echo the request's Origin
+        self.retell_url: str | None = None  # a fake Retell API to tell when calls start/end
+        self.reports: list[dict] = []  # what was sent there: {action, call_id, body, status}
         self.requests: list[dict] = []
         self.sessions: dict[str, Session] = {}
         self._lock = threading.Lock()
@@ -174,6 +190,7 @@ class FakeGateway:
         with self._lock:
             self.requests.clear()
             self.sessions.clear()
+            self.reports.clear()
 
     # -- switches used by tests --------------------------------------------
     def drop(self, mode: str = "close", session_id: str | None = None) -> None:
@@ -201,7 +218,47 @@ class FakeGateway:
     async def _close_all(self) -> None:
         for session in list(self.sessions.values()):
             session.closed = True
+            session.reported = True  # reset()/stop() are not hang-ups
             await session.pc.close()
+
+    # -- telling the fake Retell API -----------------------------------------
+    def _session_ended(self, session: Session) -> None:
+        """Report the end once per session (from the loop or an HTTP thread)."""
+        with self._lock:
+            if session.reported:
+                return
+            session.reported = True
+            session.ended_at = session.ended_at or time.monotonic()
+        if not (self.retell_url and session.call_id):
+            return
+        joined = session.connected_at is not None
+        duration = int((session.ended_at - session.connected_at) * 1000) if joined else 0
+        self._report("end", session.call_id, {"duration_ms": duration, "joined": joined})
+
+    def _report(self, action: str, call_id: str, body: dict) -> None:
+        """POST {retell_url}/_fake/calls/{call_id}/{action} in a thread: never blocks."""
+        url = f"{self.retell_url.rstrip('/')}/_fake/calls/{call_id}/{action}"
+        record = {"action": action, "call_id": call_id, "body": body, "status": None}
+        with self._lock:
+            self.reports.append(record)
+
+        def send() -> None:
+            request = urllib.request.Request(  # noqa: S310 -- a loopback fake's URL
+                url,
+                data=json.dumps(body).encode(),
+                method="POST",
+                headers={"Content-Type": "application/json"},
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=5) as answer:  # noqa: S310
+                    record["status"] = answer.status
+            except urllib.error.HTTPError as exc:
+                record["status"] = exc.code
+                exc.close()
+            except OSError as exc:
+                record["status"] = f"{type(exc).__name__}: {exc}"
+
+        threading.Thread(target=send, daemon=True).start()
 
     async def _shutdown(self) -> None:
         # Cancel what is left (recorders, relays) so nothing runs on a closed loop.
@@ -224,6 +281,7 @@ class FakeGateway:
         if mode in ("close", "both"):
             session.closed = True
             await session.pc.close()
+        self._session_ended(session)
 
     async def _answer(self, body: dict, token: str) -> Session:
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
@@ -244,6 +302,15 @@ class FakeGateway:
                 @channel.on("message")
                 def on_message(message) -> None:
                     session.control_messages.append(message)
+
+        @pc.on("connectionstatechange")
+        def on_state() -> None:
+            if pc.connectionState == "connected" and session.connected_at is None:
+                session.connected_at = time.monotonic()
+                if self.retell_url and session.call_id and not session.reported:
+                    self._report("start", session.call_id, {})
+            elif pc.connectionState in ("failed", "closed"):
+                self._session_ended(session)
 
         @pc.on("track")
         def on_track(track) -> None:
@@ -276,6 +343,8 @@ class FakeGateway:
     async def _delete(self, session: Session) -> None:
         session.deleted = True
         session.closed = True
+        session.ended_at = time.monotonic()
+        self._session_ended(session)
         await session.pc.close()
 
     # Called from HTTP threads; returns (status, json body or None).
@@ -375,14 +444,24 @@ def _handler_for(gateway: FakeGateway) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8790)
     parser.add_argument("--audio", choices=["tone", "echo"], default="echo")
-    args = parser.parse_args()
-    gateway = FakeGateway(args.host, args.port, audio=args.audio).start()
+    parser.add_argument(
+        "--retell-url",
+        metavar="URL",
+        default=None,
+        help="a fake Retell API (devtools.fakes.retell) to tell when each call starts/ends",
+    )
+    args = parser.parse_args(argv)
+    gateway = FakeGateway(args.host, args.port, audio=args.audio)
+    gateway.retell_url = args.retell_url
+    gateway.start()
     print(f"fake Retell gateway on {gateway.url} (audio: {args.audio})", flush=True)
+    if args.retell_url:
+        print(f"fake Retell gateway reports call ends to {args.retell_url}", flush=True)
     try:
         threading.Event().wait()
     except KeyboardInterrupt:

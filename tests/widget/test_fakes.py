@@ -12,7 +12,7 @@ from types import SimpleNamespace
 from devtools import run_local
 from devtools.fakes.gateway import FakeGateway
 from devtools.fakes.retell import DEFAULT_KEY
-from devtools.ports import free_port, wait_for_port
+from devtools.ports import free_port, wait_for_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
 V3_KEYS = {"access_token", "call_id", "expires_at", "ice_servers", "transport"}
@@ -74,3 +74,118 @@ def test_gateway_checks_the_call_in_its_path():
     offer = {"call_id": "call_a", "identity": "web-call_a", "sdp": "v=0"}
     status, body = gateway.handle("POST", "/webrtc-proxy/call_b/v1/webrtc/sessions", "t", offer)
     assert (status, body) == (400, {"error": "call_id does not match the URL"})
+
+
+async def _join(gateway_url: str, call_id: str):
+    """A Python WebRTC client (aiortc, a control channel only) joined to the fake gateway."""
+    import asyncio
+
+    from aiortc import RTCPeerConnection, RTCSessionDescription
+
+    pc = RTCPeerConnection()
+    pc.createDataChannel("control")
+    await pc.setLocalDescription(await pc.createOffer())
+    body = {"call_id": call_id, "identity": f"web-{call_id}", "sdp": pc.localDescription.sdp}
+    answer = await asyncio.to_thread(
+        _http, f"{gateway_url}/v1/webrtc/sessions", "POST", "tok_x", body
+    )
+    await pc.setRemoteDescription(RTCSessionDescription(sdp=answer["sdp"], type="answer"))
+    for _ in range(100):
+        if pc.connectionState == "connected":
+            break
+        await asyncio.sleep(0.05)
+    assert pc.connectionState == "connected"
+    return pc, answer["session_id"]
+
+
+def _http(url: str, method: str, token: str, body: dict | None = None):
+    request = urllib.request.Request(
+        url,
+        data=None if body is None else json.dumps(body).encode(),
+        method=method,
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        raw = response.read()
+    return json.loads(raw) if raw else None
+
+
+def _mint(fake) -> str:
+    request = urllib.request.Request(
+        f"{fake.url}/v3/create-web-call",
+        data=json.dumps({"agent_id": "agent_a"}).encode(),
+        headers={"Authorization": f"Bearer {fake.api_key}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return json.load(response)["call_id"]
+
+
+def test_gateway_reports_start_and_hang_up_to_the_fake_retell(fake_retell):
+    import asyncio
+
+    gateway = FakeGateway().start()
+    gateway.retell_url = fake_retell.url
+    try:
+        call_id = _mint(fake_retell)
+
+        async def call_then_hang_up():
+            pc, session_id = await _join(gateway.url, call_id)
+            await asyncio.sleep(0.6)
+            await asyncio.to_thread(
+                _http, f"{gateway.url}/v1/webrtc/sessions/{session_id}", "DELETE", "tok_x"
+            )
+            await pc.close()
+
+        asyncio.run(call_then_hang_up())
+        assert wait_until(lambda: fake_retell.calls[call_id]["call_status"] == "ended", 10)
+        ended = fake_retell.calls[call_id]
+        assert 500 <= ended["duration_ms"] < 5000, ended
+        assert ended["disconnection_reason"] == "user_hangup" and "start_timestamp" in ended
+        # Once per session: the DELETE, then the closing peer connection, report one end.
+        assert [r["action"] for r in gateway.reports] == ["start", "end"]
+        assert wait_until(lambda: all(r["status"] == 202 for r in gateway.reports), 5)
+    finally:
+        gateway.stop()
+
+
+def test_gateway_reports_drop_once_and_nothing_without_retell_url(fake_retell):
+    import asyncio
+
+    gateway = FakeGateway().start()
+    try:
+        first = _mint(fake_retell)
+        pc, _ = asyncio.run(_join(gateway.url, first))
+        gateway.drop("close")
+        assert gateway.reports == []  # retell_url is None by default
+
+        gateway.retell_url = fake_retell.url
+        second = _mint(fake_retell)
+
+        async def joined_then_dropped():
+            pc, _ = await _join(gateway.url, second)
+            await asyncio.to_thread(gateway.drop, "both")
+            await asyncio.sleep(0.3)
+            await pc.close()
+
+        asyncio.run(joined_then_dropped())
+        assert wait_until(lambda: fake_retell.calls[second]["call_status"] == "ended", 10)
+        assert [r["action"] for r in gateway.reports] == ["start", "end"]
+        assert fake_retell.calls[first]["call_status"] == "registered"
+    finally:
+        gateway.stop()
+
+
+def test_gateway_cli_takes_retell_url():
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devtools.fakes.gateway", "--port", str(port),
+         "--retell-url", "http://127.0.0.1:1"],
+        cwd=ROOT, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lines = [proc.stdout.readline() for _ in range(2)]  # ends early if it exits
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    assert lines[0].startswith(f"fake Retell gateway on http://127.0.0.1:{port}")
+    assert lines[1] == "fake Retell gateway reports call ends to http://127.0.0.1:1\n"
