@@ -1,6 +1,8 @@
 """The operator CLI (flask --app wsgi ...) against a real redis-server."""
 
+import datetime as dt
 import json
+import time
 
 import pytest
 
@@ -89,3 +91,66 @@ def test_snippet_needs_a_choice_when_several_agents(runner, redis):
     runner.invoke(args=["agents", "grant", "https://a.com", "agent_x", "agent_y"])
     result = runner.invoke(args=["snippet", "https://a.com", "--base-url", "https://cdn.test"])
     assert result.exit_code != 0 and "--agent" in result.output
+
+
+LIST_COLUMNS = [
+    "entry", "agents", "per_day", "minutes_per_day", "minutes_per_month", "max_concurrent",
+    "minutes_today", "minutes_month", "live",
+]  # fmt: skip
+
+
+def listed(runner) -> dict[str, dict]:
+    result = runner.invoke(args=["origins", "list"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines()[0].split("\t") == LIST_COLUMNS
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    return {row[0]: dict(zip(LIST_COLUMNS, row, strict=True)) for row in rows}
+
+
+def test_origins_list_shows_budgets_in_effect_minutes_used_and_live_calls(
+    make_app, redis, round_trips
+):
+    runner = make_app(MINUTES_PER_ORIGIN_DAY=30, CONCURRENT_CALLS_PER_ORIGIN=2).test_cli_runner()
+    for origin in ("https://a.com", "https://b.com", "https://c.com"):
+        runner.invoke(args=["agents", "grant", origin, "agent_x"])
+    redis.hset(
+        "widget:limits:https://a.com",
+        mapping={"per_day": "50", "minutes_per_day": "-1", "minutes_per_month": "600"},
+    )
+    redis.hset("widget:limits:https://b.com", mapping={"per_day": "0", "max_concurrent": "-1"})
+    redis.hset("widget:limits:https://c.com", "minutes_per_day", "not a number")
+    now = dt.datetime.now(dt.UTC)
+    day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
+    redis.set(f"widget:minutes:origin:https://a.com:{day}", 90_000)  # 1.5 minutes
+    redis.set(f"widget:minutes:origin:https://a.com:{month}", 12 * 60_000 + 3_000)
+    redis.set("widget:minutes:origin:https://a.com:2000-01-01", 999_000_000)  # another day
+    now_ms = int(time.time() * 1000)
+    redis.zadd(
+        "widget:live:origin:https://a.com",
+        {"call_1": now_ms + 60_000, "pending:abc": now_ms + 5_000, "call_old": now_ms - 1},
+    )
+    redis.zadd("widget:live:all", {"call_1": now_ms + 60_000, "call_9": now_ms + 60_000})
+
+    with round_trips() as count:
+        rows = listed(runner)
+    assert count() == 2  # the allowlist, then one pipeline for every entry
+    a, b, c = rows["https://a.com"], rows["https://b.com"], rows["https://c.com"]
+    assert a["agents"] == "agent_x"
+    # a: stored overrides (-1 is none), the default for what is not stored
+    assert [a[k] for k in LIST_COLUMNS[2:6]] == ["50", "-", "600", "2"]
+    assert (a["minutes_today"], a["minutes_month"], a["live"]) == ("1.5", "12.1", "2")
+    # b: 0 pauses, -1 lifts the default cap; no default month budget
+    assert [b[k] for k in LIST_COLUMNS[2:6]] == ["0", "30", "-", "-"]
+    assert (b["minutes_today"], b["minutes_month"], b["live"]) == ("0.0", "0.0", "0")
+    # c: what is not a number is ignored, as admission does
+    assert [c[k] for k in LIST_COLUMNS[2:6]] == ["1000", "30", "-", "2"]
+
+
+def test_origins_list_without_budgets_and_with_a_wrong_key_type(runner, redis):
+    runner.invoke(args=["agents", "grant", "https://a.com", "agent_x"])
+    redis.sadd("widget:limits:https://a.com", "per_day")  # a set, not a hash
+    row = listed(runner)["https://a.com"]
+    assert [row[k] for k in LIST_COLUMNS[2:]] == ["?", "?", "?", "?", "0.0", "0.0", "0"]
+    redis.delete("widget:limits:https://a.com")
+    row = listed(runner)["https://a.com"]
+    assert [row[k] for k in LIST_COLUMNS[2:6]] == ["1000", "-", "-", "-"]
