@@ -170,3 +170,14 @@ def test_the_api_key_never_appears_in_answers_or_logs(client, fake_retell, minte
     logs = capsys.readouterr().err
     for text in (good.get_data(as_text=True), bad.get_data(as_text=True), logs):
         assert fake_retell.api_key not in text
+
+
+def test_ready_says_when_a_webhook_last_arrived(make_app, client, fake_retell, minted):
+    spend_limited = make_app(CONCURRENT_CALLS_TOTAL=20).test_client()
+    assert spend_limited.get("/api/health/ready").json["components"]["webhooks"] == {
+        "status": "ok", "last_received": None,
+    }  # fmt: skip
+    assert "webhooks" not in client.get("/api/health/ready").json["components"]
+    deliver(client, fake_retell.api_key, "call_started", {"call_id": minted})
+    last = client.get("/api/health/ready").json["components"]["webhooks"]["last_received"]
+    assert last.endswith("Z") and last[:10] == time.strftime("%Y-%m-%d", time.gmtime())
