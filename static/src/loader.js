@@ -20,6 +20,7 @@ const defined = {}; // name -> resolve
 const POSITIONS = ['bottom-right', 'bottom-left', 'top-right', 'top-left'];
 const THEMES = ['purple', 'blue', 'green', 'dark', 'light'];
 const COLORS = { primary: '--a', background: '--bg', text: '--fg' };
+const LONG = 300; // seconds: a budget_exhausted pause longer than this offers no retry
 
 const ICON = (d) =>
   `<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false"><path d="${d}"/></svg>`;
@@ -123,10 +124,28 @@ class RetellWidget {
     $('hang').querySelector('span').textContent = state === 'live' ? t.hangup : t.cancel;
     $('retry').textContent = state === 'ended' ? t.again : t.retry;
     $('sr').textContent = state === 'idle' ? '' : [msg, $('hint').textContent].join(' ');
-    clearTimeout(this.wait);
+    clearInterval(this.wait);
     const retry = $('retry');
-    retry.disabled = !!(err && err.retryAfter);
-    if (retry.disabled) this.wait = setTimeout(() => (retry.disabled = false), err.retryAfter * 1000);
+    const wait = err && err.retryAfter;
+    // A spent minute budget refills at the next UTC day or month: a retry button would only
+    // fail again, so it is offered only when the pause is short. Closing the panel still works.
+    retry.hidden = err?.code === 'budget_exhausted' && wait > LONG;
+    retry.disabled = !!wait;
+    if (wait && !retry.hidden) {
+      // The button and hint count down on screen; the live region speaks only at the end.
+      const until = Date.now() + wait * 1000;
+      const tick = () => {
+        const s = Math.ceil((until - Date.now()) / 1000);
+        $('hint').textContent = (t[`h_${err.code}`] || '').replace('{s}', Math.max(s, 1));
+        retry.textContent = s > 0 ? `${t.retry} (${fmt(s * 1000)})` : t.retry;
+        if (s > 0) return;
+        clearInterval(this.wait);
+        retry.disabled = false;
+        $('sr').textContent = t.ready;
+      };
+      tick();
+      this.wait = setInterval(tick, 1000);
+    }
     // Keep keyboard users in the widget: move focus only if it was already here.
     if (focused) {
       const next = { idle: 'launch', live: 'mute', ended: 'retry', error: retry.disabled ? 'close' : 'retry' }[state];
@@ -200,9 +219,9 @@ class RetellWidget {
       console.error(`[retell-widget] token request ${id}: HTTP ${res.status}`, body);
       const s = res.status;
       const retryAfter = Math.max(1, Math.ceil(body.retry_after || res.headers.get('Retry-After') || 30));
-      return s === 429
-        ? this.fail('rate_limited', { retryAfter })
-        : this.fail(s >= 500 ? 'unavailable' : 'not_allowed');
+      // busy: the concurrency cap; budget_exhausted: the site's minutes are spent.
+      const code = s === 429 && ['busy', 'budget_exhausted'].includes(body.error) ? body.error : 'rate_limited';
+      return s === 429 ? this.fail(code, { retryAfter }) : this.fail(s >= 500 ? 'unavailable' : 'not_allowed');
     }
     const name = body.transport === 'livekit' ? 'livekit' : 'gateway';
     let engine;
@@ -327,7 +346,7 @@ class RetellWidget {
     this.gen++;
     this.release();
     this.settle({ code: 'cancelled', message: 'Widget destroyed' });
-    clearTimeout(this.wait);
+    clearInterval(this.wait);
     this.host.remove();
     this.state = 'destroyed';
   }

@@ -220,6 +220,74 @@ def _wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
     return value
 
 
+# Refusals the app gives once a site's minute budget or its concurrency cap is reached
+# (issue 12), as (error, message). Served canned, in the app's shape: these tests check
+# what the widget does with them; the app's own tests check when it refuses.
+REFUSALS = {
+    "budget": ("budget_exhausted", "Calls are paused on this site."),
+    "full": ("busy", "All lines are busy; try again in a minute."),
+}
+
+
+class CannedApi:
+    """POST /api/create-web-call answered with one canned refusal, with the app's exact CORS
+    (the one allowed origin, Vary: Origin, Retry-After exposed) and its preflight."""
+
+    EXPOSED = (
+        "Retry-After, X-Request-ID, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
+    )
+
+    def __init__(self):
+        self.origin = ""  # the allowed origin
+        self.status, self.body, self.headers = 429, {}, {}
+        self.posts = 0
+        api = self
+
+        class Handler(_Quiet, BaseHTTPRequestHandler):
+            def _cors(self):
+                self.send_header("Vary", "Origin")
+                if self.headers.get("Origin") == api.origin:
+                    self.send_header("Access-Control-Allow-Origin", api.origin)
+                    self.send_header("Access-Control-Expose-Headers", api.EXPOSED)
+
+            def do_OPTIONS(self):  # noqa: N802
+                self.send_response(204)
+                self._cors()
+                self.send_header("Access-Control-Allow-Methods", "POST, OPTIONS")
+                self.send_header("Access-Control-Allow-Headers", "Content-Type, X-Request-ID")
+                self.send_header("Access-Control-Max-Age", "600")
+                self.end_headers()
+
+            def do_POST(self):  # noqa: N802
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                api.posts += 1
+                data = json.dumps(api.body).encode()
+                self.send_response(api.status)
+                self._cors()
+                for name, value in api.headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server, self.url = _serve(Handler, "127.0.0.1")
+
+    def refuse(self, origin: str, error: str, message: str, retry_after: int) -> str:
+        self.origin, self.posts = origin, 0
+        self.body = {"error": error, "message": message, "retry_after": retry_after}
+        self.headers = {"Retry-After": str(retry_after)}
+        return self.url + "/api/create-web-call"
+
+
+@pytest.fixture(scope="session")
+def canned_api():
+    api = CannedApi()
+    yield api
+    api.server.shutdown()
+    api.server.server_close()
+
+
 class TokenGateway:
     """The real app (real Redis, fake Retell) handing out our fake WebRTC gateway.
 
@@ -228,7 +296,10 @@ class TokenGateway:
 
     AGENT = "agent_a"
 
-    def __init__(self, serve_app, allow_origin, redis, fake_retell, fake_gateway, page_origin):
+    def __init__(
+        self, serve_app, allow_origin, redis, fake_retell, fake_gateway, page_origin, canned
+    ):
+        self._canned = canned
         self._serve = serve_app
         self._redis = redis
         self._allow = allow_origin
@@ -240,8 +311,15 @@ class TokenGateway:
         self.page_origin = page_origin
         self.set_mode("ok")
 
-    def set_mode(self, mode: str, **settings: str) -> None:
-        """ok | livekit | busy | down | agent | origin; settings override the app's config."""
+    def set_mode(self, mode: str, retry_after: int = 30, **settings: str) -> None:
+        """ok | livekit | busy | down | agent | origin; settings override the app's config.
+
+        budget | full: 429 budget_exhausted / busy (the concurrency cap) with `retry_after`,
+        canned (see REFUSALS). `busy` is the per-IP rate limit (429 rate_limited), for real.
+        """
+        if mode in REFUSALS:
+            self.endpoint = self._canned.refuse(self.page_origin, *REFUSALS[mode], retry_after)
+            return
         config = {
             # Production rules: loopback origins are not implicitly allowed.
             "APP_ENV": "production",
@@ -275,7 +353,9 @@ class TokenGateway:
 
 
 @pytest.fixture
-def token_gateway(serve_app, allow_origin, redis, fake_retell, fake_gateway, page_server):
+def token_gateway(
+    serve_app, allow_origin, redis, fake_retell, fake_gateway, page_server, canned_api
+):
     return TokenGateway(
-        serve_app, allow_origin, redis, fake_retell, fake_gateway, page_server.origin
+        serve_app, allow_origin, redis, fake_retell, fake_gateway, page_server.origin, canned_api
     )

@@ -10,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from tests.widget.pages import STATE, go_live, new_page, open_widget, seed_page
+from tests.widget.pages import (
+    STATE,
+    go_live,
+    new_page,
+    open_widget,
+    run_clock_until,
+    seed_page,
+)
 
 pytestmark = pytest.mark.browser
 AXE = Path(__file__).resolve().parents[2] / "static" / "node_modules" / "axe-core" / "axe.min.js"
@@ -108,6 +115,24 @@ def test_axe_token_errors(page, page_server, widget_origin, token_gateway, mode)
     token_gateway.set_mode(mode)
     open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
     page.locator("retell-widget .launch").click()
+    check(page, "error")
+
+
+@pytest.mark.parametrize(
+    ("mode", "retry_after"), [("full", 30), ("budget", 300), ("budget", 8 * 3600)]
+)
+def test_axe_limit_errors(page, page_server, widget_origin, token_gateway, mode, retry_after):
+    """busy and budget_exhausted: while the retry waits (or is absent), and once it is offered."""
+    token_gateway.set_mode(mode, retry_after=retry_after)
+    page.clock.install()
+    open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
+    page.locator("retell-widget .launch").click()
+    run_clock_until(page, "error")
+    check(page, "error")
+    page.clock.run_for(retry_after * 1000)
+    retry = page.locator("retell-widget .retry")
+    assert retry.is_visible() == (retry_after <= 300)
+    assert not retry.is_visible() or retry.is_enabled()
     check(page, "error")
 
 

@@ -168,7 +168,8 @@ def test_token_errors(
     if mode == "busy":
         seconds = int(text(page, "hint").split("try again in ")[1].split()[0])
         assert 1 <= seconds <= 60
-        assert events(page, "error")[-1]["retryAfter"] == seconds
+        # The hint counts down (on screen only), so it may already be a second or two less.
+        assert 0 <= events(page, "error")[-1]["retryAfter"] - seconds <= 2
     if mode == "origin":
         # Only the console gets the detail; the visitor sees one honest message.
         assert any("token request" in line for line in page.console_lines)
