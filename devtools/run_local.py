@@ -3,7 +3,9 @@
     Redis          REDIS_URL if set; else redis-server on a free port in a temp dir;
                    else fakeredis's TCP server (said which at start-up)
     fake Retell    devtools.fakes.retell + devtools.fakes.gateway, only when RETELL_API_KEY
-                   is unset (announced in one line)
+                   is unset (announced in one line); the gateway reports each call's start
+                   and end to the fake API, which sends signed webhooks to
+                   /api/retell-webhook through nginx, as Retell would
     gunicorn       deploy/gunicorn.conf.py, APP_ENV=production, production limits,
                    TRUSTED_PROXY_COUNT=1 behind nginx
     nginx          deploy/nginx rendered for loopback: widget files + /api/ on --port
@@ -126,6 +128,9 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
     else:
         retell_port, gateway_port = free_port(), free_port()
         gateway_url = f"http://127.0.0.1:{gateway_port}"
+        retell_url = f"http://127.0.0.1:{retell_port}"
+        # Through nginx, as a real deployment receives them.
+        webhook_url = f"http://localhost:{args.port}/api/retell-webhook"
         processes.append(
             (
                 "retell",
@@ -137,21 +142,38 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
                     retell_port,
                     "--api-key",
                     FAKE_API_KEY,
+                    "--webhook-url",
+                    webhook_url,
                 ),
             )
         )
         processes.append(
-            ("gateway", _cmd(_python(), "-m", "devtools.fakes.gateway", "--port", gateway_port))
+            (
+                "gateway",
+                _cmd(
+                    _python(),
+                    "-m",
+                    "devtools.fakes.gateway",
+                    "--port",
+                    gateway_port,
+                    "--retell-url",
+                    retell_url,
+                ),
+            )
         )
         env.update(
             RETELL_API_KEY=FAKE_API_KEY,
-            RETELL_API_BASE=f"http://127.0.0.1:{retell_port}",
+            RETELL_API_BASE=retell_url,
             RETELL_GATEWAY_BASE=gateway_url,
             RETELL_API_VERSION="v3",
         )
         notes.append(
             f"RETELL_API_KEY is not set: using the FAKE Retell API on 127.0.0.1:{retell_port} "
             f"and a fake WebRTC gateway on {gateway_url} (no real calls are made)"
+        )
+        notes.append(
+            f"fake Retell sends signed webhooks to {webhook_url} when a call ends "
+            "(call_started, call_ended, call_analyzed)"
         )
 
     # The app, configured as in production except that http:// demo origins are allowed.

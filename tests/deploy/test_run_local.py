@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,6 +79,34 @@ def run_local_stack(tmp_path, dist_root):
                 os.kill(pid, signal.SIGKILL)
 
 
+def assert_webhooks_reach_the_app(run, call_id: str) -> None:
+    """A hang-up reported to the fake Retell comes back as three signed webhooks that
+    nginx passes to the app (its JSON access lines, in run.log, show each answer)."""
+    output = run.log.read_text()
+    assert (
+        f"fake Retell sends signed webhooks to http://localhost:{run.port}/api/retell-webhook"
+        in output
+    )
+    retell_port = int(re.search(r"FAKE Retell API on 127\.0\.0\.1:(\d+)", output)[1])
+    hook = fetch(
+        retell_port,
+        f"/_fake/calls/{call_id}/end",
+        method="POST",
+        headers={"Content-Type": "application/json"},
+        body=json.dumps({"duration_ms": 42_000}),
+    )
+    assert hook.status == 202, hook.body
+
+    def webhook_statuses():
+        lines = [line.split("| ", 1)[-1] for line in run.log.read_text().splitlines()]
+        records = [json.loads(line) for line in lines if line.startswith('{"ts"')]
+        return [r["status"] for r in records if r.get("uri") == "/api/retell-webhook"]
+
+    assert wait_until(lambda: len(webhook_statuses()) >= 3, 15), run.log.read_text()[-3000:]
+    if (ROOT / "app" / "http" / "webhooks.py").exists():
+        assert webhook_statuses() == [204, 204, 204]
+
+
 @pytest.mark.nginx
 def test_make_run_serves_demo_and_api_then_stops_cleanly(tmp_path, dist_dir, need_nginx):
     with run_local_stack(tmp_path, dist_dir) as run:
@@ -103,6 +132,7 @@ def test_make_run_serves_demo_and_api_then_stops_cleanly(tmp_path, dist_dir, nee
         headers["Origin"] = f"http://localhost:{free_port()}"
         refused = fetch(port, "/api/create-web-call", method="POST", headers=headers, body=body)
         assert refused.status == 403
+        assert_webhooks_reach_the_app(run, created.json()["call_id"])
 
         children = descendants(proc.pid)
         assert len(children) >= 6  # redis, retell, gateway, gunicorn (+workers), nginx, ready

@@ -69,6 +69,21 @@ def test_make_run_relies_on_the_gateway_base_fallback(monkeypatch, tmp_path):
     assert env["RETELL_GATEWAY_BASE"] == f"http://127.0.0.1:{gateway_port}"
 
 
+def test_make_run_closes_the_webhook_loop(monkeypatch, tmp_path):
+    """The gateway tells the fake API about hang-ups; its webhooks go through nginx."""
+    monkeypatch.setattr(run_local.shutil, "which", lambda name: f"/usr/bin/{name}")
+    args = SimpleNamespace(port=8123, demo_port=8001, agent_id="agent_x", dist_root=tmp_path)
+    processes, env, notes = run_local.plan(args, {}, tmp_path)
+    procs = dict(processes)
+    webhook = "http://localhost:8123/api/retell-webhook"
+    assert f"--webhook-url {webhook}" in procs["retell"]
+    assert f"--api-key {env['RETELL_API_KEY']}" in procs["retell"]  # signs with the app's key
+    assert f"--retell-url {env['RETELL_API_BASE']}" in procs["gateway"]
+    retell_port = procs["retell"].split("--port ")[1].split()[0]
+    assert env["RETELL_API_BASE"] == f"http://127.0.0.1:{retell_port}"
+    assert sum(f"fake Retell sends signed webhooks to {webhook}" in n for n in notes) == 1
+
+
 def test_gateway_checks_the_call_in_its_path():
     gateway = FakeGateway()  # handle() refuses before any WebRTC: no need to start it
     offer = {"call_id": "call_a", "identity": "web-call_a", "sdp": "v=0"}
