@@ -272,9 +272,9 @@ def test_tail_and_report(runner, redis, allowed, client):
     assert len(tail) == 2 and "created" in tail[0] and "origin_denied" in tail[1]
     report = runner.invoke(args=["usage", "report", "--since", "1h", "--by", "origin"]).output
     lines = report.splitlines()
-    assert lines[1].split() == [ORIGIN, "2", "2"]
-    assert lines[2].split() == ["https://evil.com", "1", "0"]
-    assert lines[-1].split() == ["total", "3", "2"]
+    assert lines[1].split()[:3] == [ORIGIN, "2", "2"]
+    assert lines[2].split()[:3] == ["https://evil.com", "1", "0"]
+    assert lines[-1].split()[:3] == ["total", "3", "2"]
     by_outcome = runner.invoke(args=["usage", "report", "--by", "outcome"]).output
     assert "origin_denied" in by_outcome
 
