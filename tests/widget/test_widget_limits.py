@@ -187,3 +187,31 @@ window.widget = new RetellWidget({{...{json.dumps(opts)}, onError: (e) => errors
     assert text(page, "msg") == "Todas las líneas están ocupadas."
     assert text(page, "hint") == "Vuelve a intentarlo en un minuto."
     assert page.locator("retell-widget .retry").inner_text() == "Reintentar (0:30)"
+
+
+def test_the_real_gateways_refusals_reach_the_widget(
+    page, page_server, widget_origin, token_gateway, redis
+):
+    """No canned answers: the app's own budget and cap refusals, as the widget sees them."""
+    token_gateway.set_mode("ok")
+    limits = f"widget:limits:{token_gateway.page_origin}"
+    redis.hset(limits, "minutes_per_day", 0)  # paused for today
+    page.clock.install()
+    open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint))
+    page.locator("retell-widget .launch").click()
+    run_clock_until(page, "error")
+    assert_error(
+        page, "budget_exhausted", "Calls are paused on this site for now.", "try again later"
+    )
+    assert events(page, "error")[-1]["retryAfter"] > 300  # until midnight UTC: no retry
+    assert not page.locator("retell-widget .retry").is_visible()
+
+    redis.hdel(limits, "minutes_per_day")
+    redis.hset(limits, "max_concurrent", 0)  # no line free
+    page.keyboard.press("Enter")  # close
+    page.wait_for_function(f"{STATE} === 'idle'")
+    page.locator("retell-widget .launch").click()
+    run_clock_until(page, "error")
+    assert_error(page, "busy", "All lines are busy.", "try again in a minute")
+    assert events(page, "error")[-1]["retryAfter"] == 30
+    assert token_gateway.requests == []  # neither refusal reached Retell
