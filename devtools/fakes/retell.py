@@ -502,7 +502,13 @@ class _Handler(BaseHTTPRequestHandler):
             behaviour, status, delay = fake.behaviour, fake.status, fake.delay
             error_key, retry_after, release = fake.error_key, fake.retry_after, fake.release
             fake.requests.append(
-                {"path": self.path, "headers": dict(self.headers), "body": body, "at": time.time()}
+                {
+                    "method": "POST",
+                    "path": self.path,
+                    "headers": dict(self.headers),
+                    "body": body,
+                    "at": time.time(),
+                }
             )
         if delay:
             time.sleep(delay)

@@ -166,23 +166,22 @@ def test_gateway_reports_start_and_hang_up_to_the_fake_retell(fake_retell):
 def test_gateway_reports_drop_once_and_nothing_without_retell_url(fake_retell):
     import asyncio
 
+    async def joined_then_dropped(call_id: str, mode: str):
+        # The client's loop keeps running while the gateway drops it (SCTP must open).
+        pc, _ = await _join(gateway.url, call_id)
+        await asyncio.to_thread(gateway.drop, mode)
+        await asyncio.sleep(0.3)
+        await pc.close()
+
     gateway = FakeGateway().start()
     try:
         first = _mint(fake_retell)
-        pc, _ = asyncio.run(_join(gateway.url, first))
-        gateway.drop("close")
+        asyncio.run(joined_then_dropped(first, "close"))
         assert gateway.reports == []  # retell_url is None by default
 
         gateway.retell_url = fake_retell.url
         second = _mint(fake_retell)
-
-        async def joined_then_dropped():
-            pc, _ = await _join(gateway.url, second)
-            await asyncio.to_thread(gateway.drop, "both")
-            await asyncio.sleep(0.3)
-            await pc.close()
-
-        asyncio.run(joined_then_dropped())
+        asyncio.run(joined_then_dropped(second, "both"))
         assert wait_until(lambda: fake_retell.calls[second]["call_status"] == "ended", 10)
         assert [r["action"] for r in gateway.reports] == ["start", "end"]
         assert fake_retell.calls[first]["call_status"] == "registered"
