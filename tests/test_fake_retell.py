@@ -43,11 +43,11 @@ class Receiver:
 
             def do_POST(self):  # noqa: N802
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                receiver.deliveries.append(
-                    {"raw": raw, "headers": dict(self.headers), "at": time.time()}
-                )
+                record = {"raw": raw, "headers": dict(self.headers), "at": time.time()}
+                receiver.deliveries.append(record)
                 if receiver.delays:
                     time.sleep(receiver.delays.pop(0))
+                record["answered"] = time.time()
                 status = receiver.script.pop(0) if receiver.script else receiver.status
                 self.send_response(status)
                 self.send_header("Content-Length", "0")
@@ -338,3 +338,16 @@ def test_cli_webhook_url(receiver):
         proc.terminate()
         out, _ = proc.communicate(timeout=10)
     assert f"fake Retell sends signed webhooks to {receiver.url}" in out
+
+
+def test_start_and_end_from_two_threads_arrive_in_order(fake, receiver):
+    receiver.delays = [0.3]  # call_started is slow to be answered
+    call_id = mint(fake)
+    starter = threading.Thread(target=fake.start_call, args=(call_id,))
+    starter.start()
+    assert wait_until(lambda: receiver.deliveries, 5)
+    fake.end_call(call_id)  # waits for call_started to be delivered
+    starter.join(5)
+    assert receiver.events() == ["call_started", "call_ended", "call_analyzed"]
+    started, ended, _ = receiver.deliveries
+    assert ended["at"] >= started["answered"]

@@ -79,6 +79,8 @@ class FakeRetell:
         self.calls: dict[str, dict] = {}  # call_id -> the get-call object, as it is now
         self.webhooks: list[dict] = []  # deliveries: {event, call_id, status, attempts}
         self.lock = threading.Lock()
+        # One call's events leave in order even when start and end come from two threads.
+        self._sequence = threading.RLock()
         self.release = threading.Event()  # ends a "hang"
         self.reset()
         self.server = _Server(("127.0.0.1", port), _Handler)
@@ -174,6 +176,10 @@ class FakeRetell:
 
         Does nothing (returns []) unless the call is still registered.
         """
+        with self._sequence:
+            return self._start_call(call_id)
+
+    def _start_call(self, call_id: str) -> list[dict]:
         with self.lock:
             call = self.calls[call_id]
             if call["call_status"] != "registered":
@@ -207,6 +213,17 @@ class FakeRetell:
         Returns the deliveries [{event, call_id, status, attempts}] (also appended to
         .webhooks); [] without webhook_url, or when the call had already ended.
         """
+        with self._sequence:
+            return self._end_call(call_id, duration_ms, disconnection_reason, joined, cost_cents)
+
+    def _end_call(
+        self,
+        call_id: str,
+        duration_ms: int,
+        disconnection_reason: str | None,
+        joined: bool,
+        cost_cents: float | None,
+    ) -> list[dict]:
         with self.lock:
             call = self.calls[call_id]
             if call["call_status"] == "ended":
