@@ -205,3 +205,53 @@ def test_100_at_once_against_a_cap_of_3_make_3_calls(serve_app, redis, allowed, 
     assert answers.count(201) == 3 and answers.count("busy") == 97
     assert len(fake_retell.requests) == 3
     assert redis.zcard(f"widget:live:origin:{ORIGIN}") == 3
+
+
+def test_the_fakes_signed_webhooks_settle_a_call_end_to_end(serve_app, redis, allowed, fake_retell):
+    """Real HTTP both ways: the fake signs on its own (its code, not ours), the app verifies."""
+    served = serve_app(MINUTES_PER_ORIGIN_DAY=60, CONCURRENT_CALLS_PER_ORIGIN=2)
+    fake_retell.webhook_url = f"{served.url}/api/retell-webhook"
+    call_id = post_http(served.url).json()["call_id"]
+    assert used(redis) == 60 * MINUTE and redis.zcard(f"widget:live:origin:{ORIGIN}") == 1
+    deliveries = fake_retell.end_call(call_id, duration_ms=125_000)
+    assert [(d["event"], d["status"]) for d in deliveries] == [
+        ("call_started", 204), ("call_ended", 204), ("call_analyzed", 204),
+    ]  # fmt: skip
+    assert used(redis) == 125_000
+    assert redis.zcard(f"widget:live:origin:{ORIGIN}") == 0
+    record = redis.hgetall(f"widget:call:{call_id}")
+    assert (record["settled"], record["duration_ms"]) == ("1", "125000")
+    assert (
+        int(float(record["cost_cents"])) == fake_retell.calls[call_id]["call_cost"]["combined_cost"]
+    )
+
+
+def test_reconcile_settles_a_call_whose_webhook_never_came(make_app, redis, allowed, fake_retell):
+    app = make_app(MINUTES_PER_ORIGIN_DAY=600)
+    client, runner = app.test_client(), app.test_cli_runner()
+    ended, live = post(client).json["call_id"], post(client).json["call_id"]
+    fake_retell.end_call(ended, duration_ms=42_000)  # no webhook_url: nothing is delivered
+    fake_retell.start_call(live)
+    assert used(redis) == 2 * 60 * MINUTE  # both still hold a whole hour each
+    for call_id in (ended, live):  # as if both reservations had run out
+        redis.zadd("widget:calls:open", {call_id: 1})
+    result = runner.invoke(args=["calls", "reconcile"])
+    assert result.exit_code == 0, result.output
+    assert f"{ended}: accepted" in result.output and f"{live}: still ongoing" in result.output
+    assert redis.hget(f"widget:call:{ended}", "duration_ms") == "42000"
+    assert redis.zscore("widget:calls:open", live) == 1  # not settled: checked again later
+    [event] = [e for _, e in redis.xrange("widget:call-events")]
+    assert (event["call_id"], event["request_id"]) == (ended, "reconcile")
+    # A late webhook for the reconciled call changes nothing.
+    end(client, fake_retell, ended, 99_000)
+    assert redis.hget(f"widget:call:{ended}", "duration_ms") == "42000"
+
+
+def test_reconcile_waits_when_retell_does_not_answer(make_app, redis, allowed, fake_retell):
+    app = make_app(MINUTES_PER_ORIGIN_DAY=600)
+    call_id = post(app.test_client()).json["call_id"]
+    redis.zadd("widget:calls:open", {call_id: 1})
+    fake_retell.get_call_status = 500
+    result = app.test_cli_runner().invoke(args=["calls", "reconcile"])
+    assert result.exit_code == 1 and "try again later" in result.output
+    assert redis.hget(f"widget:call:{call_id}", "settled") == "0"
