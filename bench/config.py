@@ -44,6 +44,11 @@ PYSPY_VERSION = "0.4.3"
 API_KEY = "key_bench_" + secrets.token_hex(8)
 ORIGIN = "https://client-a.com"
 LIMITED_ORIGIN = "https://limited.example"  # allowlisted, per-day cap 0: always 429
+# Allowlisted with a minute budget and a concurrency cap too large to refuse anything: the
+# admission script reserves minutes and a live slot, the record script writes them back.
+SPEND_ORIGIN = "https://budgeted.example"
+SPEND_LIMITS = {"minutes_per_day": 10**9, "minutes_per_month": 10**9, "max_concurrent": 10**9}
+SPEND_SYSTEM = "gateway, budgets + caps on"
 REFUSED_ORIGIN = "https://not-allowed.example"
 AGENT = "agent_bench"
 BODY = json.dumps({"agent_id": AGENT})
@@ -73,6 +78,7 @@ WORKER_MODELS = (
 # Requests one gunicorn instance can hold at once, per model (workers x threads/conns).
 MODEL_SLOTS = {
     "gateway (nginx+gunicorn)": 3000,
+    SPEND_SYSTEM: 3000,
     "gateway (gevent 3x1000 (production default))": 3000,
     "gateway (gthread 3x64)": 192,
     "gateway (gthread 3x16 max_requests 2000)": 48,

@@ -38,6 +38,8 @@ from bench.config import (
     RETRY_BUDGET,
     RETRY_FOREIGN_CORES,
     ROOT,
+    SPEND_LIMITS,
+    SPEND_ORIGIN,
     VENV_BIN,
     WARMUP,
     WRK_THREADS,
@@ -121,10 +123,11 @@ class Bench:
         wait_for_port(self.redis_port, 30, process=self.redis.popen)
         self.redis_client = redis_client(self.redis_port)
         self.redis_client.ping()
-        for origin in (ORIGIN, LIMITED_ORIGIN):
+        for origin in (ORIGIN, LIMITED_ORIGIN, SPEND_ORIGIN):
             self.redis_client.sadd(f"{PREFIX}origins", origin)
             self.redis_client.sadd(f"{PREFIX}agents:{origin}", AGENT)
         self.redis_client.hset(f"{PREFIX}limits:{LIMITED_ORIGIN}", "per_day", "0")
+        self.redis_client.hset(f"{PREFIX}limits:{SPEND_ORIGIN}", mapping=SPEND_LIMITS)
 
     def start_fake(self) -> None:
         self.fake_port = free_port()

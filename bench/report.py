@@ -16,7 +16,14 @@ import json
 import sys
 from pathlib import Path
 
-from bench.config import CONNECTIONS, MODEL_CONNECTIONS, MODEL_SLOTS, WORKER_MODELS, WRK_THREADS
+from bench.config import (
+    CONNECTIONS,
+    MODEL_CONNECTIONS,
+    MODEL_SLOTS,
+    SPEND_SYSTEM,
+    WORKER_MODELS,
+    WRK_THREADS,
+)
 
 
 def _find(cells, section, system_prefix, delay_ms, connections):
@@ -63,7 +70,7 @@ def evaluate_targets(report: dict) -> list[dict]:
     def add(name, reached, value, met, why=""):
         targets.append({"target": name, "reached": reached, "value": value, "met": met, "why": why})
 
-    gateways = [("gateway (nginx+gunicorn)", "create")] + [
+    gateways = [("gateway (nginx+gunicorn)", "create"), (SPEND_SYSTEM, "create")] + [
         (f"gateway ({label})", "workers") for label, _, _ in WORKER_MODELS
     ]
     for system, section in gateways:

@@ -56,6 +56,8 @@ from bench.config import (
     RESULTS,
     ROOT,
     SECTIONS,
+    SPEND_ORIGIN,
+    SPEND_SYSTEM,
     VENV_BIN,
     WARMUP,
     WORKER_MODELS,
@@ -177,6 +179,9 @@ def main() -> int:
                            origin="", auth=fake_auth, groups=fake_groups)  # fmt: skip
                 bench.cell("create", "gateway (nginx+gunicorn)", gateway + create,
                            conns, delay_ms, 201, groups=gw_groups)  # fmt: skip
+                if conns in MODEL_CONNECTIONS:
+                    bench.cell("create", SPEND_SYSTEM, gateway + create, conns, delay_ms, 201,
+                               origin=SPEND_ORIGIN, groups=gw_groups)  # fmt: skip
                 bench.cell("create", "baseline (seed Express)", baseline + create, conns,
                            delay_ms, 200, groups=bl_groups)  # fmt: skip
 
