@@ -87,6 +87,20 @@ class Settings:
     minutes_per_agent_month: int = 0
     concurrent_calls_per_origin: int = 0
     concurrent_calls_total: int = 0
+    verify_default: str = "none"
+    turnstile_site_key: str = ""
+    turnstile_secret_key: Secret = Secret("")
+    turnstile_verify_url: str = "https://challenges.cloudflare.com/turnstile/v0/siteverify"
+    hcaptcha_site_key: str = ""
+    hcaptcha_secret_key: Secret = Secret("")
+    hcaptcha_verify_url: str = "https://api.hcaptcha.com/siteverify"
+    recaptcha_site_key: str = ""
+    recaptcha_secret_key: Secret = Secret("")
+    recaptcha_verify_url: str = "https://www.google.com/recaptcha/api/siteverify"
+    recaptcha_min_score: float = 0.5
+    verify_timeout: float = 3.0
+    pow_difficulty: int = 50_000
+    pow_hmac_key: Secret = Secret("")
     trusted_proxy_count: int = 1
     usage_stream_maxlen: int = 1_000_000
     usage_ip_mode: str = "hash"
@@ -95,6 +109,12 @@ class Settings:
     widget_latest_version: str = ""
     widget_changelog_url: str = ""
     log_level: str = "INFO"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret's value, for the log formatter to redact."""
+        values = [v.reveal() for v in vars(self).values() if isinstance(v, Secret)]
+        return tuple(v for v in values if v)
 
     @property
     def spend_limited(self) -> bool:
@@ -171,6 +191,20 @@ def _redis_url(value: str) -> str:
     return value
 
 
+def _score(value: str) -> float:
+    number = float(value)
+    if not 0 <= number <= 1:
+        raise ValueError("expected a score between 0 and 1")
+    return number
+
+
+def _difficulty(value: str) -> int:
+    number = int(value)
+    if not 1_000 <= number <= 10_000_000:
+        raise ValueError("expected a number between 1000 and 10000000")
+    return number
+
+
 def _call_duration(value: str) -> int | None:
     if not value:
         return None
@@ -203,6 +237,23 @@ FIELDS: dict[str, tuple[str, object]] = {
     "MINUTES_PER_AGENT_MONTH": ("minutes_per_agent_month", _non_negative_int),
     "CONCURRENT_CALLS_PER_ORIGIN": ("concurrent_calls_per_origin", _non_negative_int),
     "CONCURRENT_CALLS_TOTAL": ("concurrent_calls_total", _non_negative_int),
+    "VERIFY_DEFAULT": (
+        "verify_default",
+        _choice("none", "pow", "turnstile", "hcaptcha", "recaptcha"),
+    ),
+    "TURNSTILE_SITE_KEY": ("turnstile_site_key", str),
+    "TURNSTILE_SECRET_KEY": ("turnstile_secret_key", lambda v: Secret(v.strip())),
+    "TURNSTILE_VERIFY_URL": ("turnstile_verify_url", _http_base),
+    "HCAPTCHA_SITE_KEY": ("hcaptcha_site_key", str),
+    "HCAPTCHA_SECRET_KEY": ("hcaptcha_secret_key", lambda v: Secret(v.strip())),
+    "HCAPTCHA_VERIFY_URL": ("hcaptcha_verify_url", _http_base),
+    "RECAPTCHA_SITE_KEY": ("recaptcha_site_key", str),
+    "RECAPTCHA_SECRET_KEY": ("recaptcha_secret_key", lambda v: Secret(v.strip())),
+    "RECAPTCHA_VERIFY_URL": ("recaptcha_verify_url", _http_base),
+    "RECAPTCHA_MIN_SCORE": ("recaptcha_min_score", _score),
+    "VERIFY_TIMEOUT": ("verify_timeout", _positive_float),
+    "POW_DIFFICULTY": ("pow_difficulty", _difficulty),
+    "POW_HMAC_KEY": ("pow_hmac_key", lambda v: Secret(v.strip())),
     "TRUSTED_PROXY_COUNT": ("trusted_proxy_count", _non_negative_int),
     "USAGE_STREAM_MAXLEN": ("usage_stream_maxlen", _non_negative_int),
     "USAGE_IP_MODE": ("usage_ip_mode", _choice("hash", "truncate", "full", "none")),

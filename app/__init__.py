@@ -15,6 +15,7 @@ from app.extensions import redis_store, retell_client
 from app.logs import configure_logging, init_request_logging
 from app.policy.admission import Admission
 from app.policy.allowlist import log_allowlist_problems
+from app.policy.verify import Verifier
 from app.usage.calls import CallLedger
 from config import Settings, load_settings
 
@@ -27,7 +28,7 @@ def create_app(config: Mapping[str, object] | Settings | None = None) -> Flask:
     settings = config if isinstance(config, Settings) else load_settings(overrides=config)
     app = Flask(__name__)
     app.config.update(SETTINGS=settings, MAX_CONTENT_LENGTH=MAX_BODY_BYTES, JSON_SORT_KEYS=False)
-    configure_logging(settings.log_level, (settings.retell_api_key.reveal(),))
+    configure_logging(settings.log_level, settings.secrets)
     if settings.usage_ip_mode == "hash" and not settings.usage_ip_hash_key:
         log.warning("USAGE_IP_HASH_KEY is not set: hashing visitor IPs with a per-run random key")
     hash_key = settings.usage_ip_hash_key.reveal() or secrets.token_hex(32)
@@ -38,12 +39,20 @@ def create_app(config: Mapping[str, object] | Settings | None = None) -> Flask:
 
     redis_store.init_app(app)
     retell_client.init_app(app)
-    app.extensions["admission"] = Admission(redis_store.client, settings)
+    pow_key = settings.pow_hmac_key.reveal().encode()
+    if not pow_key and not settings.production:
+        log.warning("POW_HMAC_KEY is not set: signing proof-of-work challenges with a random key")
+        pow_key = secrets.token_bytes(32)
+    verifier = app.extensions["verifier"] = Verifier(settings, pow_key)
+    app.extensions["admission"] = Admission(redis_store.client, settings, verifier.readiness())
     app.extensions["ledger"] = CallLedger(redis_store.client, settings)
 
     http.init_app(app)
     register_error_handlers(app)
     init_request_logging(app)
     cli.init_app(app)
-    log_allowlist_problems(redis_store.client, redis_store.key)
+    verify = (settings.verify_default, verifier.readiness())
+    if not verify[1].get(settings.verify_default):
+        log.warning("VERIFY_DEFAULT=%s is not configured: such sites refuse calls", verify[0])
+    log_allowlist_problems(redis_store.client, redis_store.key, verify)
     return app

@@ -139,7 +139,9 @@ def _minutes(counter) -> str:
 @origins_cli.command("check")
 def origins_check():
     """Report invalid entries, wrong key types and origins without agents; exit 1 if any."""
-    problems = allowlist_problems(_redis(), redis_store.key)
+    verify = (current_app.config["SETTINGS"].verify_default,
+              current_app.extensions["verifier"].readiness())  # fmt: skip
+    problems = allowlist_problems(_redis(), redis_store.key, verify)
     for line in problems:
         click.echo(line)
     if problems:

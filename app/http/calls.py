@@ -20,6 +20,7 @@ from app.http import cors
 from app.policy import admission
 from app.policy.admission import AGENT_ID, AdmissionRequest, Decision, ip_bucket
 from app.policy.origins import InvalidOrigin, canonical_origin, is_dev_loopback, is_insecure
+from app.policy.verify import MAX_TOKEN, VerificationFailed, VerificationUnavailable
 from app.retell.calls import UpstreamFailure
 from app.usage import stream
 from app.usage.entry import UsageEntry, anonymise_ip
@@ -27,7 +28,7 @@ from app.usage.entry import UsageEntry, anonymise_ip
 bp = Blueprint("calls", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
 
-BODY_FIELDS = ("agent_id", "metadata", "dynamic_variables")
+BODY_FIELDS = ("agent_id", "metadata", "dynamic_variables", "verification")
 MAX_PAIRS, MAX_KEY, MAX_VALUE = 20, 64, 200
 
 
@@ -101,8 +102,12 @@ def parse_body() -> dict:
     agent_id = body.get("agent_id", "")  # omitted: the site's one agent
     if "agent_id" in body and not (isinstance(agent_id, str) and AGENT_ID.fullmatch(agent_id)):
         raise ApiError(400, "invalid_request", "agent_id must be 1-128 of A-Z a-z 0-9 _ -")
+    token = body.get("verification", "")
+    if "verification" in body and not (isinstance(token, str) and 0 < len(token) <= MAX_TOKEN):
+        raise ApiError(400, "invalid_request", f"verification must be 1-{MAX_TOKEN} characters")
     return {
         "agent_id": agent_id,
+        "verification": token,
         "metadata": _flat_strings("metadata", body.get("metadata", {})),
         "dynamic_variables": _flat_strings("dynamic_variables", body.get("dynamic_variables", {})),
     }
@@ -126,6 +131,11 @@ def create_web_call():
     body, body_error = read_body(caller)
     entry = start_entry(caller)
     decision = admit(caller, body, body_error, entry)
+    if decision.outcome != admission.ORIGIN_DENIED:
+        cors.allow(caller.raw_origin)  # the site is allowed: it may read why it was refused
+    if decision.outcome == admission.VERIFY:  # one more round trip, only with a token
+        provider, replay_key = check_token(decision, caller, body["verification"], entry)
+        decision = admit(caller, body, None, entry, verified=provider, replay_key=replay_key)
     refuse_unless_admitted(decision, caller, body_error, entry)
     headers = limit_headers(decision)
     return jsonify(mint(decision, caller, body, entry, headers)), 201, headers
@@ -152,7 +162,9 @@ def start_entry(caller: Caller) -> UsageEntry:
     )
 
 
-def admit(caller: Caller, body, body_error: ApiError | None, entry: UsageEntry) -> Decision:
+def admit(
+    caller: Caller, body, body_error: ApiError | None, entry: UsageEntry, **verification
+) -> Decision:
     """One round trip; a refusal is recorded by the script itself."""
     gate = current_app.extensions["admission"]
     try:
@@ -165,6 +177,8 @@ def admit(caller: Caller, body, body_error: ApiError | None, entry: UsageEntry) 
                 body_error=(body_error.status, body_error.code) if body_error else None,
                 ip_bucket=ip_bucket(caller.ip),
                 usage=entry,
+                has_token=bool(body and body["verification"]),
+                **verification,
             )
         )
     except redis.RedisError as exc:
@@ -177,8 +191,6 @@ def refuse_unless_admitted(
     decision: Decision, caller: Caller, body_error: ApiError | None, entry: UsageEntry
 ) -> None:
     """Raises the refusal's error; returns only for an admitted call (fail closed)."""
-    if decision.outcome != admission.ORIGIN_DENIED:
-        cors.allow(caller.raw_origin)  # the site is allowed: it may read why it was refused
     match decision.outcome, decision.reason:
         case admission.ADMITTED, _:
             return
@@ -204,6 +216,15 @@ def refuse_unless_admitted(
             )
         case admission.BUSY, _:
             raise _retry_later(decision, "busy", "All lines are busy; try again in a minute.")
+        case admission.VERIFICATION_REQUIRED, _:
+            verify = current_app.extensions["verifier"].challenge_for(decision.provider)
+            raise ApiError(
+                403, "verification_required", "Show that a person is here.", verify=verify
+            )
+        case admission.VERIFICATION_FAILED, _:
+            raise verification_failed()
+        case admission.VERIFICATION_UNAVAILABLE, _:
+            raise verification_unavailable()
         case _:  # an outcome this code does not know never reaches the upstream call
             log.error("unknown admission decision %r: refused", decision)
             _record(entry.decided("unavailable", 500, error="internal_error",
@@ -215,6 +236,29 @@ def _retry_later(decision: Decision, code: str, message: str) -> ApiError:
     retry_after = max(decision.retry_after, 1)
     headers = {"Retry-After": str(retry_after)}
     return ApiError(429, code, message, headers, retry_after=retry_after)
+
+
+def verification_failed() -> ApiError:
+    return ApiError(403, "verification_failed", "The check did not pass; please try again.")
+
+
+def verification_unavailable() -> ApiError:
+    return ApiError(503, "verification_unavailable", "The check is unavailable; try later.")
+
+
+def check_token(decision: Decision, caller: Caller, token: str, entry: UsageEntry):
+    """(provider, replay key) for a good token (a captcha costs its siteverify call);
+    otherwise the refusal, recorded like any other."""
+    verifier = current_app.extensions["verifier"]
+    try:
+        return decision.provider, verifier.check(decision.provider, token, caller.origin, caller.ip)
+    except VerificationFailed:
+        error = verification_failed()
+    except VerificationUnavailable:
+        error = verification_unavailable()
+    _record(entry.decided(error.code, error.status, error=error.code,
+                          entry=decision.entry, agent_id=decision.agent_id))  # fmt: skip
+    raise error
 
 
 def limit_headers(decision: Decision) -> dict[str, str]:

@@ -75,6 +75,34 @@ else
   if not granted then return reply(refuse('agent_denied', entry, agent)) end
 end
 
+-- Per-entry and per-agent settings, read live: HSET widget:limits:<entry> per_day N ...
+-- A stored value overrides the default: N >= 0 is the limit (0 pauses), -1 means none.
+local origin_limits = safe('HMGET', prefix .. 'limits:' .. entry, 'per_day', 'minutes_per_day',
+                           'minutes_per_month', 'max_concurrent', 'verify') or {}
+local agent_limits = safe('HMGET', prefix .. 'limits:agent:' .. agent,
+                          'per_day', 'minutes_per_day', 'minutes_per_month') or {}
+
+-- Verification, before any limit is counted: an unverified flood spends nothing.
+local policy = origin_limits[5] or req.verify_default
+if policy == '' then policy = req.verify_default end
+if policy ~= 'none' then
+  if not req.providers_ready[policy] then  -- unknown, or its keys are missing: fail closed
+    local decision = refuse('verification_unavailable', entry, agent)
+    decision.provider = policy
+    return reply(decision)
+  end
+  if req.verified then
+    if req.verified ~= policy then return reply(refuse('verification_failed', entry, agent)) end
+  elseif req.has_token then  -- the route checks the token, then asks again with `verified`
+    return reply({outcome = 'verify', reason = 'verify', provider = policy, entry = entry,
+                  agent_id = agent})
+  else
+    local decision = refuse('verification_required', entry, agent)
+    decision.provider = policy
+    return reply(decision)
+  end
+end
+
 -- Limits, on Redis's clock (shared by every gateway host). Per IP: rolling windows kept as a
 -- log of admission times (exact: no double budget across a window boundary). Per origin
 -- and per agent: calendar days in UTC, the unit operators think in.
@@ -98,12 +126,6 @@ local function daily(name, limit)
                            used = tonumber(redis.call('GET', key) or '0') or 0,
                            reset_ms = (day + 1) * 86400000}
 end
--- Per-entry and per-agent settings, read live: HSET widget:limits:<entry> per_day N ...
--- A stored value overrides the default: N >= 0 is the limit (0 pauses), -1 means none.
-local origin_limits = safe('HMGET', prefix .. 'limits:' .. entry,
-                           'per_day', 'minutes_per_day', 'minutes_per_month', 'max_concurrent') or {}
-local agent_limits = safe('HMGET', prefix .. 'limits:agent:' .. agent,
-                          'per_day', 'minutes_per_day', 'minutes_per_month') or {}
 local function setting(stored, default)
   local override = tonumber(stored or '')
   if override then return override >= 0 and override or nil end
@@ -191,6 +213,12 @@ if concurrency(prefix .. 'live:origin:' .. entry, setting(origin_limits[4], req.
   local decision = refuse('busy', entry, agent)
   decision.retry_after = req.busy_retry_after
   return reply(decision)
+end
+
+-- A verified token admits one call, on every gateway host: kept until it expires.
+if req.replay_key and not redis.call('SET', prefix .. 'verify:used:' .. req.replay_key, '1',
+                                      'NX', 'PX', req.replay_ttl_ms) then
+  return reply(refuse('verification_failed', entry, agent, 'verification_replayed'))
 end
 
 -- Admitted: count and reserve everything at once.

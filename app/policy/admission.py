@@ -28,6 +28,10 @@ AGENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # what an agent grant may hold (
 ADMITTED, ORIGIN_DENIED, INVALID = "admitted", "origin_denied", "invalid"
 AGENT_DENIED, RATE_LIMITED = "agent_denied", "rate_limited"
 BUDGET_EXHAUSTED, BUSY = "budget_exhausted", "busy"
+VERIFY = "verify"  # not a refusal: a token came and the entry needs one; check it, ask again
+VERIFICATION_REQUIRED, VERIFICATION_FAILED = "verification_required", "verification_failed"
+VERIFICATION_UNAVAILABLE = "verification_unavailable"
+REPLAY_TTL_MS = 10 * 60_000  # longer than any token lives (ALTCHA 300 s, captchas <= 300 s)
 MIN_CALL_MS = 60_000  # Retell's shortest max_call_duration_ms: less left refuses the call
 JOIN_WINDOW_MS = 60_000  # a minted call not joined within ~30 s ends with error_user_not_joined
 BUSY_RETRY_AFTER = 30  # seconds: live calls end at their own pace, so ask again soon
@@ -41,6 +45,10 @@ REFUSALS = {
     "rate_limited": {"status": 429, "error": "rate_limited"},
     "budget_exhausted": {"status": 429, "error": "budget_exhausted"},
     "busy": {"status": 429, "error": "busy"},
+    "verification_required": {"status": 403, "error": "verification_required"},
+    "verification_failed": {"status": 403, "error": "verification_failed"},
+    "verification_replayed": {"status": 403, "error": "verification_failed"},
+    "verification_unavailable": {"status": 503, "error": "verification_unavailable"},
 }
 
 
@@ -55,6 +63,9 @@ class AdmissionRequest:
     body_error: tuple[int, str] | None = None  # (status, code) when the body was refused
     ip_bucket: str = ""
     usage: UsageEntry | None = None  # the attempt's entry, for refusals the script records
+    has_token: bool = False  # the body carries a verification token, not checked yet
+    verified: str = ""  # the provider whose check the token passed
+    replay_key: str = ""  # that token's key: admits one call only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,6 +85,7 @@ class Decision:
     live: tuple[str, ...] = ()  # concurrency sets holding the call
     pending: str = ""  # its member there until the call id is known
     minted_ms: int = 0  # Redis time of admission
+    provider: str = ""  # the verification the entry asks for (verify / verification_*)
 
     @property
     def refusal(self) -> dict:
@@ -81,7 +93,8 @@ class Decision:
 
 
 class Admission:
-    def __init__(self, client: redis.Redis, settings):
+    def __init__(self, client: redis.Redis, settings, providers_ready: dict | None = None):
+        """providers_ready: which verification providers have their keys (Verifier)."""
         self.script = client.register_script(SCRIPT)
         # The parts of every request that come from settings, encoded once.
         self.fixed = {
@@ -106,6 +119,9 @@ class Admission:
             "join_window_ms": JOIN_WINDOW_MS,
             "busy_retry_after": BUSY_RETRY_AFTER,
             "budget_retention_ms": BUDGET_RETENTION_MS,
+            "verify_default": settings.verify_default,
+            "providers_ready": providers_ready or {"none": True},
+            "replay_ttl_ms": REPLAY_TTL_MS,
         }
 
     def decide(self, request: AdmissionRequest) -> Decision:
@@ -118,7 +134,10 @@ class Admission:
             "agent_id": request.agent_id,
             "ip_bucket": request.ip_bucket,
             "usage": request.usage.for_script() if request.usage else {"order": [], "values": {}},
+            "has_token": request.has_token,
         }
+        if request.verified:
+            payload["verified"], payload["replay_key"] = request.verified, request.replay_key
         if request.body_error:
             payload["body_error"] = dict(zip(("status", "error"), request.body_error, strict=True))
         reply = json.loads(self.script(keys=[], args=[json.dumps(payload)]))

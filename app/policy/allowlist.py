@@ -15,8 +15,14 @@ from app.policy.origins import InvalidOrigin, canonical_entry
 log = logging.getLogger(__name__)
 
 
-def allowlist_problems(client: redis.Redis, key) -> list[str]:
-    """What is wrong with the stored allowlist, one line each (two round trips in all)."""
+def allowlist_problems(
+    client: redis.Redis, key, verify: tuple[str, dict] = ("none", {})
+) -> list[str]:
+    """What is wrong with the stored allowlist, one line each (two round trips in all).
+
+    verify: (VERIFY_DEFAULT, which providers have their keys), from the Verifier.
+    """
+    default, ready = verify
     origins_key = key("origins")
     key_type = client.type(origins_key)
     if key_type not in ("set", "none"):
@@ -36,19 +42,28 @@ def allowlist_problems(client: redis.Redis, key) -> list[str]:
     for entry in entries:
         pipe.type(key("agents", entry))
         pipe.scard(key("agents", entry))
+        pipe.hget(key("limits", entry), "verify")
     replies = pipe.execute(raise_on_error=False)
-    for entry, agents_type, size in zip(entries, replies[::2], replies[1::2], strict=True):
+    for entry, agents_type, size, policy in zip(
+        entries, replies[::3], replies[1::3], replies[2::3], strict=True
+    ):
         if agents_type not in ("set", "none"):
             problems.append(f"{key('agents', entry)} is a {agents_type}, not a set: no agent")
         elif not isinstance(size, int) or size == 0:
             problems.append(f"origin {entry} has no agents: it can start no call")
+        policy = policy if isinstance(policy, str) and policy else default
+        if not ready.get(policy, policy == "none"):
+            problems.append(
+                f"origin {entry} asks for verify={policy}, which is not configured: "
+                "it refuses every call (503 verification_unavailable)"
+            )
     return problems
 
 
-def log_allowlist_problems(client: redis.Redis, key) -> None:
+def log_allowlist_problems(client: redis.Redis, key, verify=("none", {})) -> None:
     """At start-up; a Redis that does not answer yet is not fatal."""
     try:
-        for line in allowlist_problems(client, key):
+        for line in allowlist_problems(client, key, verify):
             log.warning("allowlist: %s", line)
     except redis.RedisError as exc:
         log.warning("allowlist not checked at start-up: %s", type(exc).__name__)

@@ -22,7 +22,8 @@ FIELDS = (
 DECIDED = ("outcome", "status", "error", "entry", "agent_id")
 OUTCOMES = (
     "created", "origin_denied", "agent_denied", "rate_limited", "budget_exhausted", "busy",
-    "invalid", "upstream_error", "unavailable",
+    "verification_required", "verification_failed", "verification_unavailable", "invalid",
+    "upstream_error", "unavailable",
 )  # fmt: skip
 ORIGIN_MAX, UA_MAX = 300, 200
 
