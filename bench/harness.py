@@ -34,6 +34,8 @@ from bench.config import (
     LIMITED_ORIGIN,
     LUA,
     ORIGIN,
+    POW_HMAC_KEY,
+    POW_ORIGIN,
     PREFIX,
     RETRY_BUDGET,
     RETRY_FOREIGN_CORES,
@@ -123,11 +125,12 @@ class Bench:
         wait_for_port(self.redis_port, 30, process=self.redis.popen)
         self.redis_client = redis_client(self.redis_port)
         self.redis_client.ping()
-        for origin in (ORIGIN, LIMITED_ORIGIN, SPEND_ORIGIN):
+        for origin in (ORIGIN, LIMITED_ORIGIN, SPEND_ORIGIN, POW_ORIGIN):
             self.redis_client.sadd(f"{PREFIX}origins", origin)
             self.redis_client.sadd(f"{PREFIX}agents:{origin}", AGENT)
         self.redis_client.hset(f"{PREFIX}limits:{LIMITED_ORIGIN}", "per_day", "0")
         self.redis_client.hset(f"{PREFIX}limits:{SPEND_ORIGIN}", mapping=SPEND_LIMITS)
+        self.redis_client.hset(f"{PREFIX}limits:{POW_ORIGIN}", "verify", "pow")
 
     def start_fake(self) -> None:
         self.fake_port = free_port()
@@ -189,6 +192,7 @@ class Bench:
             "TRUSTED_PROXY_COUNT": "1",
             "RATE_LIMIT_PER_IP": HIGH_IP_LIMIT,
             "RATE_LIMIT_PER_ORIGIN_DAY": HIGH_ORIGIN_DAY,
+            "POW_HMAC_KEY": POW_HMAC_KEY,
             "USAGE_IP_HASH_KEY": secrets.token_hex(32),
             "WIDGET_MANIFEST": str(ROOT / "static" / "dist" / "manifest.json"),
             "GUNICORN_BIND": f"unix:{self.gunicorn_sock}",

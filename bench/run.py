@@ -49,6 +49,7 @@ from bench.config import (
     LIMITED_ORIGIN,
     MODEL_CONNECTIONS,
     ORIGIN,
+    POW_ORIGIN,
     PROD_LIMIT_BURST,
     PROD_LIMIT_RATE,
     QUICK,
@@ -197,6 +198,8 @@ def main() -> int:
                            403, origin=REFUSED_ORIGIN, groups=gw_groups)  # fmt: skip
                 bench.cell("refusal", "gateway: rate limited", gateway + create, conns, 0,
                            429, origin=LIMITED_ORIGIN, groups=gw_groups)  # fmt: skip
+                bench.cell("refusal", "gateway: unverified on a pow site", gateway + create,
+                           conns, 0, 403, origin=POW_ORIGIN, groups=gw_groups)  # fmt: skip
             edge = bench.start_nginx("nginx-prod-limit", PROD_LIMIT_RATE, PROD_LIMIT_BURST)
             edge_groups = {"nginx": bench.last, "gunicorn": bench.gunicorn}
             # The guard lets its rate (5r/s + burst) through to the app: 201 is expected too.

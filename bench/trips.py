@@ -10,7 +10,7 @@ import time
 
 import redis
 
-from bench.config import BODY, LIMITED_ORIGIN, ORIGIN, REFUSED_ORIGIN, SPEND_ORIGIN
+from bench.config import BODY, LIMITED_ORIGIN, ORIGIN, POW_ORIGIN, REFUSED_ORIGIN, SPEND_ORIGIN
 from bench.harness import Bench, redis_client
 from bench.procs import log
 
@@ -67,6 +67,7 @@ def round_trips(bench: Bench, gateway_url: str, samples: int) -> dict:
         ("created_budgeted", SPEND_ORIGIN, 201),
         ("refused_origin", REFUSED_ORIGIN, 403),
         ("rate_limited", LIMITED_ORIGIN, 429),
+        ("unverified_pow", POW_ORIGIN, 403),
     ):
         conn = http.client.HTTPConnection(host, int(port), timeout=10)
         headers = {"Content-Type": "application/json", "Origin": origin}

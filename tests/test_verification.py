@@ -235,3 +235,31 @@ def test_no_secret_reaches_answers_logs_or_the_stream(
     text = "".join(answers) + capsys.readouterr().err + json.dumps(usage_entries())
     for secret in (*SECRETS.values(), POW_KEY, fake_retell.api_key):
         assert secret not in text
+
+
+def test_altchas_own_library_interoperates(verifying):
+    """ALTCHA's Python library (2.3.0, v1 API) solves our challenges and checks our
+    solutions, and a challenge it makes with our key is accepted here."""
+    import datetime as dt
+
+    import altcha
+
+    client = verifying("pow")
+    verifier = client.application.extensions["verifier"]
+    ours = challenge(client)
+    theirs = altcha.ChallengeV1(
+        ours["algorithm"], ours["challenge"], ours["maxnumber"], ours["salt"], ours["signature"]
+    )
+    solution = altcha.solve_challenge_v1(theirs)
+    payload = altcha.PayloadV1(
+        ours["algorithm"], ours["challenge"], solution.number, ours["salt"], ours["signature"]
+    )
+    token = payload.to_base64()
+    assert verifier.check_pow(token).startswith("pow:")
+    assert altcha.verify_solution_v1(solve(ours), POW_KEY) == (True, None)
+    made_there = altcha.create_challenge_v1(
+        hmac_key=POW_KEY, max_number=2000,
+        expires=dt.datetime.now(dt.UTC) + dt.timedelta(minutes=5),
+    )  # fmt: skip
+    as_json = {**made_there.to_dict(), "maxnumber": made_there.max_number}
+    assert post(client, with_token(solve(as_json))).status_code == 201
