@@ -298,6 +298,14 @@ def load_settings(
             missing.append("USAGE_IP_HASH_KEY")
         if not settings.retell_api_key and "RETELL_API_KEY" not in missing:
             missing.append("RETELL_API_KEY")
+        # Every site without its own `verify` would refuse calls: say so at start-up.
+        needs = {
+            "pow": ("POW_HMAC_KEY",),
+            "turnstile": ("TURNSTILE_SITE_KEY", "TURNSTILE_SECRET_KEY"),
+            "hcaptcha": ("HCAPTCHA_SITE_KEY", "HCAPTCHA_SECRET_KEY"),
+            "recaptcha": ("RECAPTCHA_SITE_KEY", "RECAPTCHA_SECRET_KEY"),
+        }.get(settings.verify_default, ())
+        missing += [name for name in needs if not getattr(settings, FIELDS[name][0])]
         if missing:
             raise ConfigError(f"APP_ENV=production needs {', '.join(missing)} to be set")
     return settings

@@ -137,3 +137,24 @@ def test_one_log_level_value_suits_both(monkeypatch):
         app_level = load_settings({"LOG_LEVEL": value}).log_level
         gunicorn_level = _gunicorn_conf(monkeypatch, GUNICORN_LOG_LEVEL=value)["loglevel"]
         assert app_level.lower() == gunicorn_level
+
+
+@pytest.mark.parametrize(
+    ("default", "needed"),
+    [("pow", "POW_HMAC_KEY"), ("turnstile", "TURNSTILE_SECRET_KEY"),
+     ("recaptcha", "RECAPTCHA_SITE_KEY")],
+)  # fmt: skip
+def test_production_refuses_a_verify_default_without_its_keys(default, needed):
+    env = {"APP_ENV": "production", "RETELL_API_KEY": "k", "REDIS_URL": "redis://x:1/0",
+           "USAGE_IP_HASH_KEY": "h", "VERIFY_DEFAULT": default,
+           "TURNSTILE_SITE_KEY": "s", "RECAPTCHA_SECRET_KEY": "r"}  # fmt: skip
+    with pytest.raises(ConfigError, match=needed):
+        load_settings(env)
+    assert load_settings({**env, "VERIFY_DEFAULT": "none"}).verify_default == "none"
+
+
+def test_every_secret_is_redacted_from_logs():
+    settings = load_settings({"RETELL_API_KEY": "k1", "TURNSTILE_SECRET_KEY": "t2",
+                              "POW_HMAC_KEY": "p3", "HCAPTCHA_SECRET_KEY": "h4"})  # fmt: skip
+    assert set(settings.secrets) == {"k1", "t2", "p3", "h4"}
+    assert "t2" not in repr(settings) and "p3" not in repr(settings)
