@@ -1,4 +1,5 @@
-// Builds dist/v1/* (loader, CSS, lazily loaded engines) and dist/manifest.json.
+// Builds dist/v1/* (loader, CSS, lazily loaded engines and verification checks) and
+// dist/manifest.json.
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -23,7 +24,13 @@ const common = {
 };
 
 const sri = (name) => `sha384-${createHash('sha384').update(readFileSync(`${OUT}/${name}`)).digest('base64')}`;
-const LAZY = ['retell-widget.css', 'engine-gateway.js', 'engine-livekit.js'];
+const LAZY = ['retell-widget.css', 'engine-gateway.js', 'engine-livekit.js', 'verify.js'];
+
+// The proof-of-work worker's source, built first: verify.js carries it as a string and starts
+// it from a Blob (a worker must be same-origin with the page), so the hash the loader pins
+// verify.js with also covers the worker's code.
+const worker = await build({ ...common, entryPoints: ['src/verify/pow-worker.js'], write: false });
+const POW_WORKER = JSON.stringify(worker.outputFiles[0].text);
 
 // Lazily loaded files first: the loader embeds their hashes, used when the page loaded
 // the loader itself with SRI.
@@ -31,6 +38,12 @@ await Promise.all([
   build({ ...common, entryPoints: ['src/widget.css'], outfile: `${OUT}/retell-widget.css` }),
   build({ ...common, entryPoints: ['src/engines/gateway.js'], outfile: `${OUT}/engine-gateway.js` }),
   build({ ...common, entryPoints: ['src/engines/livekit.js'], outfile: `${OUT}/engine-livekit.js` }),
+  build({
+    ...common,
+    entryPoints: ['src/verify/index.js'],
+    outfile: `${OUT}/verify.js`,
+    define: { ...common.define, __POW_WORKER__: POW_WORKER },
+  }),
 ]);
 const hashes = Object.fromEntries(LAZY.map((name) => [name, sri(name)]));
 await build({
@@ -50,4 +63,4 @@ const OLD = `node_modules/.old-dist-${process.pid}`;
 if (existsSync('dist')) renameSync('dist', OLD);
 renameSync(TMP, 'dist');
 rmSync(OLD, { recursive: true, force: true });
-for (const [name, f] of Object.entries(files)) console.log(`${name.padEnd(22)} ${String(f.bytes).padStart(7)} B  ${String(f.gzip).padStart(6)} B gzip`);
+for (const [name, f] of Object.entries(files)) console.log(`${name.padEnd(24)} ${String(f.bytes).padStart(7)} B  ${String(f.gzip).padStart(6)} B gzip`);

@@ -1,5 +1,6 @@
 // Built-in strings. Keys: e_<code> is an error message, h_<code> its way forward ({s}: the
 // seconds left of Retry-After); `ready` is announced when a disabled retry becomes available.
+// The verification strings travel with verify.js (src/verify/strings.js).
 export const STRINGS = {
   en: {
     call: 'Talk to our AI agent',

@@ -1,5 +1,6 @@
 // Loader: UI in a Shadow DOM, state machine, token request. Knows nothing about WebRTC:
-// call engines are separate files, fetched on demand, sharing one tiny interface.
+// call engines are separate files, fetched on demand, sharing one tiny interface. So is the
+// check a site may ask for before a call (verify.js, with its own strings: docs/widget.md).
 import { STRINGS } from './i18n.js';
 
 // Captured while this script runs: engine files and the CSS live beside it.
@@ -28,10 +29,9 @@ const MIC = ICON('M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 
 const CLOSE = ICON('M19 6.4 17.6 5 12 10.6 6.4 5 5 6.4l5.6 5.6L5 17.6 6.4 19l5.6-5.6 5.6 5.6 1.4-1.4-5.6-5.6z');
 const HANG = ICON('M12 9c-1.6 0-3.1.3-4.6.7v3.1c0 .4-.2.7-.6.9-.9.5-1.8 1.1-2.5 1.8a1 1 0 0 1-1.4 0L.3 13a1 1 0 0 1 0-1.4C3.4 8.7 7.5 7 12 7s8.6 1.7 11.7 4.6a1 1 0 0 1 0 1.4l-2.5 2.5a1 1 0 0 1-1.4 0c-.8-.7-1.6-1.3-2.5-1.8a1 1 0 0 1-.6-.9V9.7C15.1 9.3 13.6 9 12 9z');
 
-function loadEngine(name) {
+function loadEngine(name, file = `engine-${name}.js`) {
   return (engines[name] ||= new Promise((resolve, reject) => {
     defined[name] = resolve;
-    const file = `engine-${name}.js`;
     const s = pin(file, document.createElement('script'));
     s.src = BASE + file;
     s.async = true;
@@ -39,7 +39,7 @@ function loadEngine(name) {
     s.onerror = () => {
       s.remove();
       delete engines[name];
-      reject(new Error(`engine ${name} failed to load`));
+      reject(new Error(`${file} failed to load`));
     };
     document.head.appendChild(s);
   }));
@@ -197,24 +197,40 @@ class RetellWidget {
     if (stale()) return stream.getTracks().forEach((track) => track.stop());
     this.stream = stream;
     this.set('connecting');
-    const id = crypto.randomUUID ? crypto.randomUUID() : String(Date.now());
-    let res, body;
-    try {
-      const payload = { agent_id: o.agentId, metadata: o.metadata, dynamic_variables: o.dynamicVariables };
-      res = await fetch(o.proxyEndpoint, {
-        method: 'POST',
-        headers: { 'Content-Type': 'application/json', 'X-Request-ID': id },
-        body: JSON.stringify(payload),
-        credentials: 'omit',
-        cache: 'no-store',
-      });
-      body = await res.json().catch(() => ({}));
-    } catch (e) {
-      // No CORS headers (origin not allowlisted) and "server down" look the same from here.
-      console.error(`[retell-widget] token request to ${o.proxyEndpoint} failed (request ${id}):`, e);
-      return stale() || this.fail('unreachable');
-    }
+    const payload = { agent_id: o.agentId, metadata: o.metadata, dynamic_variables: o.dynamicVariables };
+    let id;
+    // One token request; [] when it failed outright.
+    const ask = async (verification) => {
+      id = crypto.randomUUID ? crypto.randomUUID() : String(Date.now());
+      try {
+        const res = await fetch(o.proxyEndpoint, {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', 'X-Request-ID': id },
+          body: JSON.stringify({ ...payload, verification }),
+          credentials: 'omit',
+          cache: 'no-store',
+        });
+        return [res, await res.json().catch(() => ({}))];
+      } catch (e) {
+        // No CORS headers (origin not allowlisted) and "server down" look the same from here.
+        console.error(`[retell-widget] token request to ${o.proxyEndpoint} failed (request ${id}):`, e);
+        return [];
+      }
+    };
+    let [res, body] = await ask();
     if (stale()) return;
+    // The site asks for a proof that a person is here: verify.js (lazily loaded, with its
+    // strings) gets a token and asks again, or shows the verification error itself.
+    if (/^verification_/.test(body?.error)) {
+      try {
+        [res, body] = await (await loadEngine('verify', 'verify.js'))(this, body, ask, stale);
+      } catch (e) {
+        console.error('[retell-widget]', e);
+        return stale() || this.fail('unavailable');
+      }
+      if (stale()) return;
+    }
+    if (!res) return this.fail('unreachable');
     if (!res.ok) {
       console.error(`[retell-widget] token request ${id}: HTTP ${res.status}`, body);
       const s = res.status;
@@ -270,6 +286,8 @@ class RetellWidget {
   // Tear down the call and the mic; returns how long the call was live.
   release() {
     clearInterval(this.tick);
+    this.drop?.(); // a check still running: its worker or captcha goes
+    this.drop = null;
     this.engine?.hangUp();
     this.engine = null;
     this.stream?.getTracks().forEach((track) => track.stop());

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from devtools.fakes.gateway import FakeGateway
+from devtools.fakes.siteverify import SECRETS, FakeSiteverify
 from devtools.ports import wait_until
 from tests.widget.pages import new_page
 
@@ -359,3 +360,39 @@ def token_gateway(
     return TokenGateway(
         serve_app, allow_origin, redis, fake_retell, fake_gateway, page_server.origin, canned_api
     )
+
+
+@pytest.fixture(scope="session")
+def _siteverify():
+    fake = FakeSiteverify().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def siteverify(_siteverify):
+    """The fake captcha siteverify server (devtools/fakes/siteverify.py), reset per test."""
+    _siteverify.reset()
+    yield _siteverify
+    _siteverify.reset()
+
+
+POW_KEY = "widget-test-pow-key"
+
+
+@pytest.fixture
+def verifying(token_gateway, siteverify, redis):
+    """verifying(provider, **settings): the real app, every provider configured against the
+    fake siteverify, and the page's allowlist entry asking for `provider` (Redis, read live)."""
+
+    def configure(provider: str, **settings) -> TokenGateway:
+        config = {"POW_HMAC_KEY": POW_KEY, "POW_DIFFICULTY": "5000", "VERIFY_TIMEOUT": "2"}
+        for name, secret in SECRETS.items():
+            config[f"{name.upper()}_SITE_KEY"] = f"site-key-{name}"
+            config[f"{name.upper()}_SECRET_KEY"] = secret
+            config[f"{name.upper()}_VERIFY_URL"] = siteverify.url_for(name)
+        token_gateway.set_mode("ok", **{**config, **settings})
+        redis.hset(f"widget:limits:{token_gateway.page_origin}", "verify", provider)
+        return token_gateway
+
+    return configure

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.widget.captchas import fake_captcha
 from tests.widget.pages import (
     STATE,
     go_live,
@@ -167,4 +168,36 @@ def test_axe_call_errors(page, page_server, widget_origin, token_gateway, fake_g
     fake_gateway.drop("close")
     page.wait_for_function(f"{STATE} === 'error'")
     assert page.evaluate("window.__probe.events.at(-1).code") == "call_dropped"
+    check(page, "error")
+
+
+def test_axe_verification_states(page, page_server, widget_origin, verifying, siteverify):
+    """Checking (a proof of work, then an interactive captcha in the panel), then the
+    verification errors."""
+    gateway = verifying("pow", POW_DIFFICULTY="10000000")  # slow enough to look at
+    url = seed_page(page_server, widget_origin, gateway.endpoint)
+    open_widget(page, url)
+    page.locator("retell-widget .launch").click()
+    check(page, "verifying")
+    page.evaluate("widget.stop()")
+
+    gateway = verifying("turnstile")
+    page = new_page(page.context)
+    fake_captcha(page, "turnstile", ["turnstile-bad-1", "turnstile-bad-2"], "click")
+    open_widget(page, seed_page(page_server, widget_origin, gateway.endpoint))
+    page.locator("retell-widget .launch").click()
+    page.locator("retell-widget > [slot=verify] button").wait_for()
+    check(page, "verifying")  # with the provider's widget slotted into the panel
+    page.locator("retell-widget > [slot=verify] button").click()
+    page.wait_for_function(f"__captcha.renders.length === 2 && {STATE} === 'verifying'")
+    page.locator("retell-widget > [slot=verify] button").click()
+    check(page, "error")  # verification_failed
+    assert page.evaluate("window.__probe.events.at(-1).code") == "verification_failed"
+
+    siteverify.set_behaviour("turnstile", "error")
+    page.evaluate("(t) => { window.__tokens = [t]; }", siteverify.issue("turnstile", hostname="x"))
+    page.locator("retell-widget .retry").click()
+    page.locator("retell-widget > [slot=verify] button").click()
+    page.wait_for_function(f"{STATE} === 'error'")
+    assert page.evaluate("window.__probe.events.at(-1).code") == "verification_unavailable"
     check(page, "error")
