@@ -3,8 +3,8 @@
 //
 // The captcha lives in the light DOM: a <div slot="verify"> child of <retell-widget>, shown
 // inside the panel through a <slot>. Provider scripts find, measure and style their container
-// through the document (and hCaptcha/reCAPTCHA do not support shadow roots), so a container
-// inside our shadow root is not reliable; slotted, it still sits in the panel, in its tab order.
+// through the document (none documents shadow-root support), so a container inside our
+// shadow root is not reliable; slotted, it still sits in the panel, in its tab order.
 const SCRIPTS = {
   turnstile: () => 'https://challenges.cloudflare.com/turnstile/v0/api.js?render=explicit',
   hcaptcha: () => 'https://js.hcaptcha.com/1/api.js?render=explicit',
