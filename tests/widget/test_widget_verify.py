@@ -116,7 +116,7 @@ def test_pow_on_the_page_when_csp_blocks_workers(context, page_server, widget_or
     page.evaluate("widget.stop()")
 
 
-def test_cancel_while_checking_stops_the_worker(
+def test_cancel_while_checking_sends_nothing(
     page, page_server, widget_origin, verifying, shoot, wait_for
 ):
     # The largest difficulty the gateway accepts: the solve takes long enough to watch.
@@ -135,6 +135,27 @@ def test_cancel_while_checking_stops_the_worker(
     assert len(token_posts(page)) == 1 and gateway.requests == []
     assert page.evaluate("window.__probe.streams.every(s => s.getTracks()"
                          ".every(t => t.readyState === 'ended'))")  # fmt: skip
+
+
+def test_cancel_while_verify_js_loads(page, page_server, widget_origin, verifying):
+    gateway = verifying("pow")
+    held = []
+    # verify.js is held back until the visitor has cancelled.
+    page.route("**/v1/verify.js", lambda route: held.append(route))
+    open_widget(page, seed_page(page_server, widget_origin, gateway.endpoint))
+    page.locator("retell-widget .launch").click()
+    deadline = 50
+    while not held and deadline:
+        page.wait_for_timeout(100)
+        deadline -= 1
+    assert held and page.evaluate(STATE) == "connecting"
+    page.evaluate("widget.stop()")
+    page.wait_for_function(f"{STATE} === 'idle'")
+    held[0].continue_()
+    page.wait_for_timeout(500)
+    assert page.evaluate(STATE) == "idle"
+    assert "verifying" not in states(page)
+    assert gateway.requests == []
 
 
 def test_sri_pins_verify_js(context, page_server, widget_origin, verifying, tamper):

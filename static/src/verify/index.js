@@ -14,6 +14,7 @@ async function check(w, body, ask, stale) {
   const fail = (code) => w.fail(code, { message: STRINGS.en[`e_${code}`] });
   let res;
   for (let tries = 0; body?.error === 'verification_required' && body.verify && tries < 2; tries++) {
+    if (stale()) return []; // cancelled while this file loaded
     w.set('verifying');
     let token;
     try {
