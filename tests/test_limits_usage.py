@@ -13,6 +13,8 @@ import requests
 
 from tests.helpers import AGENT, ORIGIN
 from tests.helpers import post_http as post
+from tests.test_verification import solve
+from tests.test_webhooks import deliver
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -306,16 +308,37 @@ def test_every_key_written_is_in_the_readme_key_table(client_factory, allow_orig
     allow_origin(ORIGIN, AGENT)
     redis.hset(f"widget:limits:{ORIGIN}", "per_day", 100)
     redis.hset(f"widget:limits:agent:{AGENT}", "per_day", 100)
-    client = client_factory(RATE_LIMIT_PER_AGENT_DAY=50)
+    allow_origin("https://pow.example", AGENT)
+    redis.hset("widget:limits:https://pow.example", "verify", "pow")
+    client = client_factory(
+        RATE_LIMIT_PER_AGENT_DAY=50, MINUTES_PER_ORIGIN_DAY=600, CONCURRENT_CALLS_TOTAL=9
+    )
     for origin in (ORIGIN, "https://evil.com"):
         client.post("/api/create-web-call", json={}, headers={"Origin": origin})
+    pow_site = {"Origin": "https://pow.example"}
+    asked = client.post("/api/create-web-call", json={}, headers=pow_site).json
+    token = solve(asked["verify"]["challenge"])
+    created = client.post("/api/create-web-call", json={"verification": token}, headers=pow_site)
+    call = {"call_id": created.json["call_id"], "duration_ms": 1000}
+    deliver(client, client.application.config["SETTINGS"].retell_api_key.reveal(),
+            "call_ended", call)  # fmt: skip
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("## Redis keys") : readme.index("### The same with the CLI")]
-    patterns = [
-        re.compile("^" + re.sub(r"<[a-z_]+>", ".+", re.escape(name)) + "$")
+    patterns = [  # <placeholder> stands for any text; the rest is literal
+        re.compile(
+            "^"
+            + "".join(
+                ".+" if part.startswith("<") else re.escape(part)
+                for part in re.split(r"(<[^>]+>)", name)
+            )
+            + "$"
+        )  # fmt: skip
         for name in re.findall(r"`(widget:[^`]+)`", table)
     ]
     keys = redis.keys("widget:*")
-    assert {k.split(":")[1] for k in keys} >= {"origins", "agents", "limits", "rl", "usage"}
+    assert {k.split(":")[1] for k in keys} >= {
+        "origins", "agents", "limits", "rl", "usage", "minutes", "live", "call", "calls",
+        "webhook", "webhooks", "call-events", "verify",
+    }  # fmt: skip
     for key in keys:
         assert any(p.match(key) for p in patterns), key
