@@ -332,7 +332,7 @@ def test_every_key_written_is_in_the_readme_key_table(client_factory, allow_orig
                 for part in re.split(r"(<[^>]+>)", name)
             )
             + "$"
-        )  # fmt: skip
+        )
         for name in re.findall(r"`(widget:[^`]+)`", table)
     ]
     keys = redis.keys("widget:*")
