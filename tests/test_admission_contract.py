@@ -46,7 +46,7 @@ def test_the_script_speaks_json_with_named_fields(gate, redis, allow_origin):
         "implicit": False,
         "agent_id": AGENT,
         "ip_bucket": "198.51.100.1",
-        "usage": ENTRY.for_script(),
+        "usage": ENTRY.fields(),
     }
     reply = json.loads(script(keys=[], args=[json.dumps(payload)]))
     assert reply["outcome"] == "admitted"

@@ -19,9 +19,9 @@ end
 -- The usage entry: the caller's fields in the schema's order, with what was decided here.
 local function record(decided)
   local fields, usage = {}, req.usage
-  for _, name in ipairs(usage.order) do
+  for _, name in ipairs(req.usage_order) do
     fields[#fields + 1] = name
-    fields[#fields + 1] = tostring(decided[name] or usage.values[name] or '')
+    fields[#fields + 1] = tostring(decided[name] or usage[name] or '')
   end
   local res
   if req.maxlen == 0 then

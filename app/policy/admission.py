@@ -18,7 +18,7 @@ from pathlib import Path
 import redis
 
 from app.policy.origins import candidate_entries
-from app.usage.entry import UsageEntry
+from app.usage.entry import FIELDS, UsageEntry
 
 log = logging.getLogger(__name__)
 SCRIPT = Path(__file__).with_name("admission.lua").read_text()
@@ -122,25 +122,27 @@ class Admission:
             "verify_default": settings.verify_default,
             "providers_ready": providers_ready or {"none": True},
             "replay_ttl_ms": REPLAY_TTL_MS,
+            "usage_order": FIELDS,
         }
+        # Encoded once: each request's JSON is this, then its own fields.
+        self.fixed_json = json.dumps(self.fixed)[:-1] + ","
 
     def decide(self, request: AdmissionRequest) -> Decision:
         """Raises redis.RedisError when Redis cannot answer (the caller fails closed)."""
         payload = {
-            **self.fixed,
             "mode": request.mode,
             "candidates": candidate_entries(request.origin) if request.origin else [],
             "implicit": bool(request.implicit and request.origin),
             "agent_id": request.agent_id,
             "ip_bucket": request.ip_bucket,
-            "usage": request.usage.for_script() if request.usage else {"order": [], "values": {}},
+            "usage": request.usage.fields() if request.usage else {},
             "has_token": request.has_token,
         }
         if request.verified:
             payload["verified"], payload["replay_key"] = request.verified, request.replay_key
         if request.body_error:
             payload["body_error"] = dict(zip(("status", "error"), request.body_error, strict=True))
-        reply = json.loads(self.script(keys=[], args=[json.dumps(payload)]))
+        reply = json.loads(self.script(keys=[], args=[self.fixed_json + json.dumps(payload)[1:]]))
         problems = reply.pop("problems", "")
         if problems:
             # A wrong-type key or a failed usage write: the request still failed closed.

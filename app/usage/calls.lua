@@ -39,7 +39,7 @@ if req.op == 'created' then
   redis.call('HSET', key, 'entry', req.entry, 'origin', req.origin, 'agent_id', req.agent_id,
              'minted_ms', req.minted_ms, 'reserved_ms', req.reserved_ms,
              'counters', cjson.encode(req.counters), 'live', cjson.encode(req.live),
-             'settled', '0', 'request_id', req.usage.values.request_id)
+             'settled', '0', 'request_id', req.usage.request_id)
   redis.call('PEXPIRE', key, req.record_ttl_ms)
   for _, live in ipairs(req.live) do
     local expires = redis.call('ZSCORE', live, req.pending)
@@ -49,7 +49,7 @@ if req.op == 'created' then
   local open = prefix .. 'calls:open'
   redis.call('ZADD', open, req.minted_ms + req.reserved_ms + req.join_window_ms, req.call_id)
   redis.call('ZREMRANGEBYSCORE', open, '-inf', now_ms() - req.record_ttl_ms)  -- records gone
-  xadd('usage', req.usage.order, req.usage.values)
+  xadd('usage', req.usage_order, req.usage)
   return reply('created')
 end
 
@@ -58,7 +58,7 @@ if req.op == 'released' then
     if redis.call('EXISTS', counter) == 1 then redis.call('DECRBY', counter, req.reserved_ms) end
   end
   for _, live in ipairs(req.live) do redis.call('ZREM', live, req.pending) end
-  xadd('usage', req.usage.order, req.usage.values)
+  xadd('usage', req.usage_order, req.usage)
   return reply('released')
 end
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import redis
 
 from app.policy.admission import JOIN_WINDOW_MS, Decision
-from app.usage.entry import UsageEntry
+from app.usage.entry import FIELDS, UsageEntry
 from app.usage.stream import write_failures
 
 log = logging.getLogger(__name__)
@@ -35,10 +35,12 @@ class CallLedger:
             "maxlen": settings.usage_stream_maxlen,
             "record_ttl_ms": RECORD_TTL_MS,
             "join_window_ms": JOIN_WINDOW_MS,
+            "usage_order": FIELDS,
         }
+        self.fixed_json = json.dumps(self.fixed)[:-1] + ","  # encoded once
 
     def _run(self, payload: dict) -> str:
-        reply = json.loads(self.script(keys=[], args=[json.dumps({**self.fixed, **payload})]))
+        reply = json.loads(self.script(keys=[], args=[self.fixed_json + json.dumps(payload)[1:]]))
         if reply.get("problems"):
             log.warning("redis problems in the call ledger: %s", reply["problems"])
         return reply["outcome"]
@@ -46,7 +48,7 @@ class CallLedger:
     def _write(self, payload: dict, entry: UsageEntry) -> None:
         """One round trip that also writes the usage entry; a failure is logged, not raised."""
         try:
-            self._run({**payload, "usage": entry.for_script()})
+            self._run({**payload, "usage": entry.fields()})
         except redis.RedisError as exc:
             write_failures.add()
             log.error("call ledger not written (%s): %s", type(exc).__name__, entry.outcome)

@@ -60,10 +60,6 @@ class UsageEntry:
     def fields(self) -> dict[str, str]:
         return {name: getattr(self, name) for name in FIELDS}
 
-    def for_script(self) -> dict:
-        """The shape admission.lua's record() reads: the order and the known values."""
-        return {"order": FIELDS, "values": self.fields()}
-
 
 def anonymise_ip(address: str | None, mode: str, key: bytes) -> str:
     """The visitor's address as USAGE_IP_MODE says: hash (HMAC), truncate, full or none."""
