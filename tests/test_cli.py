@@ -154,3 +154,42 @@ def test_origins_list_without_budgets_and_with_a_wrong_key_type(runner, redis):
     redis.delete("widget:limits:https://a.com")
     row = listed(runner)["https://a.com"]
     assert [row[k] for k in LIST_COLUMNS[2:6]] == ["1000", "-", "-", "-"]
+
+
+def test_limits_set_show_and_unset(runner, redis):
+    result = runner.invoke(
+        args=["limits", "set", "HTTPS://Client-A.com", "minutes_per_month=600",
+              "max_concurrent=3", "verify=pow", "per_day=-1"]
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert redis.hgetall("widget:limits:https://client-a.com") == {
+        "minutes_per_month": "600", "max_concurrent": "3", "verify": "pow", "per_day": "-1",
+    }  # fmt: skip
+    assert (
+        "minutes_per_month\t600"
+        in runner.invoke(args=["limits", "show", "https://client-a.com"]).output
+    )
+    runner.invoke(args=["limits", "unset", "https://client-a.com", "verify", "per_day"])
+    assert set(redis.hkeys("widget:limits:https://client-a.com")) == {
+        "minutes_per_month", "max_concurrent",
+    }  # fmt: skip
+    agent = runner.invoke(args=["limits", "set", "--agent", "agent_abc", "minutes_per_day=90"])
+    assert (
+        agent.exit_code == 0
+        and redis.hget("widget:limits:agent:agent_abc", "minutes_per_day") == "90"
+    )
+
+
+@pytest.mark.parametrize(
+    "setting",
+    ["minutes_per_month=lots", "per_day=-2", "verify=maybe", "typo=1", "max_concurrent"],
+)
+def test_limits_set_refuses_what_would_silently_mean_the_default(runner, redis, setting):
+    result = runner.invoke(args=["limits", "set", "https://client-a.com", setting])
+    assert result.exit_code != 0
+    assert redis.exists("widget:limits:https://client-a.com") == 0
+
+
+def test_limits_set_warns_about_an_unconfigured_check(runner, redis):
+    result = runner.invoke(args=["limits", "set", "https://client-a.com", "verify=turnstile"])
+    assert result.exit_code == 0 and "not configured" in result.output
