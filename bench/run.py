@@ -119,6 +119,9 @@ def worker_pids_rss(bench: Bench) -> list[dict]:
 
 
 def main() -> int:
+    # A SIGTERM (a closed terminal, a CI timeout) still runs the `finally` that stops
+    # everything this run started.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if not shutil.which("wrk"):
         print("wrk is missing: make sysdeps-bench", file=sys.stderr)
         return 2
