@@ -14,6 +14,7 @@ from werkzeug.serving import make_server
 
 from app import create_app
 from devtools.fakes.retell import FakeRetell
+from devtools.fakes.siteverify import FakeSiteverify
 from devtools.ports import free_port, wait_for_port
 
 REDIS_BINARY = shutil.which("redis-server") or "/usr/bin/redis-server"
@@ -75,6 +76,21 @@ def _fake_retell_server():
     fake = FakeRetell().start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture(scope="session")
+def _siteverify():
+    fake = FakeSiteverify().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def siteverify(_siteverify):
+    """The fake captcha siteverify server (devtools/fakes/siteverify.py), reset per test."""
+    _siteverify.reset()
+    yield _siteverify
+    _siteverify.reset()
 
 
 @pytest.fixture

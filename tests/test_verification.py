@@ -10,24 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from devtools.fakes.siteverify import SECRETS, FakeSiteverify
+from devtools.fakes.siteverify import SECRETS
 from tests.helpers import AGENT, ORIGIN, assert_error, post, post_http
 
 POW_KEY = "test-pow-key-0123456789"
-
-
-@pytest.fixture(scope="session")
-def _siteverify():
-    fake = FakeSiteverify().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def siteverify(_siteverify):
-    _siteverify.reset()
-    yield _siteverify
-    _siteverify.reset()
 
 
 def settings_for(siteverify) -> dict:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from devtools.fakes.gateway import FakeGateway
-from devtools.fakes.siteverify import SECRETS, FakeSiteverify
+from devtools.fakes.siteverify import SECRETS
 from devtools.ports import wait_until
 from tests.widget.pages import new_page
 
@@ -360,21 +360,6 @@ def token_gateway(
     return TokenGateway(
         serve_app, allow_origin, redis, fake_retell, fake_gateway, page_server.origin, canned_api
     )
-
-
-@pytest.fixture(scope="session")
-def _siteverify():
-    fake = FakeSiteverify().start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def siteverify(_siteverify):
-    """The fake captcha siteverify server (devtools/fakes/siteverify.py), reset per test."""
-    _siteverify.reset()
-    yield _siteverify
-    _siteverify.reset()
 
 
 POW_KEY = "widget-test-pow-key"
