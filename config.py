@@ -101,6 +101,7 @@ class Settings:
     verify_timeout: float = 3.0
     pow_difficulty: int = 50_000
     pow_hmac_key: Secret = Secret("")
+    token_signing_key: Secret = Secret("")
     trusted_proxy_count: int = 1
     usage_stream_maxlen: int = 1_000_000
     usage_ip_mode: str = "hash"
@@ -254,6 +255,7 @@ FIELDS: dict[str, tuple[str, object]] = {
     "VERIFY_TIMEOUT": ("verify_timeout", _positive_float),
     "POW_DIFFICULTY": ("pow_difficulty", _difficulty),
     "POW_HMAC_KEY": ("pow_hmac_key", lambda v: Secret(v.strip())),
+    "TOKEN_SIGNING_KEY": ("token_signing_key", lambda v: Secret(v.strip())),
     "TRUSTED_PROXY_COUNT": ("trusted_proxy_count", _non_negative_int),
     "USAGE_STREAM_MAXLEN": ("usage_stream_maxlen", _non_negative_int),
     "USAGE_IP_MODE": ("usage_ip_mode", _choice("hash", "truncate", "full", "none")),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
 import secrets
 from collections.abc import Mapping
@@ -15,12 +17,24 @@ from app.extensions import redis_store, retell_client
 from app.logs import configure_logging, init_request_logging
 from app.policy.admission import Admission
 from app.policy.allowlist import log_allowlist_problems
+from app.policy.tokens import TokenSigner
 from app.policy.verify import Verifier
 from app.usage.calls import CallLedger
 from config import Settings, load_settings
 
 MAX_BODY_BYTES = 8 * 1024
 log = logging.getLogger(__name__)
+
+
+def token_key(settings: Settings) -> bytes:
+    """TOKEN_SIGNING_KEY; else one derived from the Retell key, which every host shares."""
+    if settings.token_signing_key:
+        return settings.token_signing_key.reveal().encode()
+    if settings.retell_api_key:
+        seed = settings.retell_api_key.reveal().encode()
+        return hmac.new(seed, b"retell-widget token signing key", hashlib.sha256).digest()
+    log.warning("TOKEN_SIGNING_KEY is not set: signing tokens with a per-run random key")
+    return secrets.token_bytes(32)
 
 
 def create_app(config: Mapping[str, object] | Settings | None = None) -> Flask:
@@ -43,6 +57,7 @@ def create_app(config: Mapping[str, object] | Settings | None = None) -> Flask:
     if not pow_key and not settings.production:
         log.warning("POW_HMAC_KEY is not set: signing proof-of-work challenges with a random key")
         pow_key = secrets.token_bytes(32)
+    app.extensions["tokens"] = TokenSigner(token_key(settings))
     verifier = app.extensions["verifier"] = Verifier(settings, pow_key)
     app.extensions["admission"] = Admission(redis_store.client, settings, verifier.readiness())
     app.extensions["ledger"] = CallLedger(redis_store.client, settings)
