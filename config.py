@@ -87,6 +87,15 @@ class Settings:
     minutes_per_agent_month: int = 0
     concurrent_calls_per_origin: int = 0
     concurrent_calls_total: int = 0
+    rate_limit_chats_per_ip: tuple[tuple[int, int], ...] = ((5, 60), (20, 3600))
+    rate_limit_chats_per_origin_day: int = 1000
+    rate_limit_chats_per_agent_day: int = 0
+    chat_read_timeout: float = 60.0
+    chat_token_ttl: int = 7200
+    chat_max_messages: int = 50
+    chat_messages_per_minute: int = 10
+    transcript_default: bool = False
+    retell_monitor_base: str = "wss://api.retellai.com"
     verify_default: str = "none"
     turnstile_site_key: str = ""
     turnstile_secret_key: Secret = Secret("")
@@ -186,6 +195,28 @@ def _http_base(value: str) -> str:
     return value.rstrip("/")
 
 
+def _ws_base(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise ValueError("expected a ws(s) URL")
+    return value.rstrip("/")
+
+
+def _upstream_wait(value: str) -> float:
+    """Retell's SDKs wait up to 300 s for a chat turn (tools may run)."""
+    number = float(value)
+    if not 0 < number <= 300:
+        raise ValueError("expected seconds between 0 and 300")
+    return number
+
+
+def _token_ttl(value: str) -> int:
+    number = int(value)
+    if not 60 <= number <= 86_400:
+        raise ValueError("expected seconds between 60 and 86400")
+    return number
+
+
 def _redis_url(value: str) -> str:
     if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
         raise ValueError("expected a redis://, rediss:// or unix:// URL")
@@ -238,6 +269,15 @@ FIELDS: dict[str, tuple[str, object]] = {
     "MINUTES_PER_AGENT_MONTH": ("minutes_per_agent_month", _non_negative_int),
     "CONCURRENT_CALLS_PER_ORIGIN": ("concurrent_calls_per_origin", _non_negative_int),
     "CONCURRENT_CALLS_TOTAL": ("concurrent_calls_total", _non_negative_int),
+    "RATE_LIMIT_CHATS_PER_IP": ("rate_limit_chats_per_ip", parse_limits),
+    "RATE_LIMIT_CHATS_PER_ORIGIN_DAY": ("rate_limit_chats_per_origin_day", _non_negative_int),
+    "RATE_LIMIT_CHATS_PER_AGENT_DAY": ("rate_limit_chats_per_agent_day", _non_negative_int),
+    "CHAT_READ_TIMEOUT": ("chat_read_timeout", _upstream_wait),
+    "CHAT_TOKEN_TTL": ("chat_token_ttl", _token_ttl),
+    "CHAT_MAX_MESSAGES": ("chat_max_messages", _non_negative_int),
+    "CHAT_MESSAGES_PER_MINUTE": ("chat_messages_per_minute", _non_negative_int),
+    "TRANSCRIPT_DEFAULT": ("transcript_default", _bool),
+    "RETELL_MONITOR_BASE": ("retell_monitor_base", _ws_base),
     "VERIFY_DEFAULT": (
         "verify_default",
         _choice("none", "pow", "turnstile", "hcaptcha", "recaptcha"),
