@@ -24,7 +24,8 @@ const common = {
 };
 
 const sri = (name) => `sha384-${createHash('sha384').update(readFileSync(`${OUT}/${name}`)).digest('base64')}`;
-const LAZY = ['retell-widget.css', 'engine-gateway.js', 'engine-livekit.js', 'verify.js'];
+const LANGS = ['es', 'fr', 'de']; // src/i18n/<lang>.js -> i18n-<lang>.js (English is built in)
+const LAZY = ['retell-widget.css', 'engine-gateway.js', 'engine-livekit.js', 'verify.js', ...LANGS.map((l) => `i18n-${l}.js`)];
 
 // The proof-of-work worker's source, built first: verify.js carries it as a string and starts
 // it from a Blob (a worker must be same-origin with the page), so the hash the loader pins
@@ -38,6 +39,7 @@ await Promise.all([
   build({ ...common, entryPoints: ['src/widget.css'], outfile: `${OUT}/retell-widget.css` }),
   build({ ...common, entryPoints: ['src/engines/gateway.js'], outfile: `${OUT}/engine-gateway.js` }),
   build({ ...common, entryPoints: ['src/engines/livekit.js'], outfile: `${OUT}/engine-livekit.js` }),
+  ...LANGS.map((l) => build({ ...common, entryPoints: [`src/i18n/${l}.js`], outfile: `${OUT}/i18n-${l}.js` })),
   build({
     ...common,
     entryPoints: ['src/verify/index.js'],

@@ -1,7 +1,7 @@
 // Loader: UI in a Shadow DOM, state machine, token request. Knows nothing about WebRTC:
 // call engines are separate files, fetched on demand, sharing one tiny interface. So is the
 // check a site may ask for before a call (verify.js, with its own strings: docs/widget.md).
-import { STRINGS } from './i18n.js';
+import { LANGS, STRINGS } from './i18n.js';
 
 // Captured while this script runs: engine files and the CSS live beside it.
 const SELF = document.currentScript;
@@ -57,14 +57,13 @@ class RetellWidget {
     const lang = String(o.lang || document.documentElement.lang || navigator.language || 'en')
       .slice(0, 2)
       .toLowerCase();
-    this.t = { ...STRINGS.en, ...STRINGS[lang], ...o.labels };
+    this.t = { ...STRINGS.en, ...o.labels };
     this.gen = 0;
     const host = (this.host = document.createElement('retell-widget'));
     host.dataset.position = POSITIONS.includes(o.position) ? o.position : POSITIONS[0];
     host.dataset.theme = THEMES.includes(o.theme) ? o.theme : THEMES[0];
-    host.lang = lang in STRINGS ? lang : 'en';
+    host.lang = LANGS.includes(lang) ? lang : 'en';
     const root = (this.root = host.attachShadow({ mode: 'open' }));
-    const t = this.t;
     root.innerHTML = `<div class="w" hidden>
 <button type="button" class="launch">${MIC}<span></span></button>
 <section class="panel">
@@ -78,21 +77,23 @@ class RetellWidget {
     link.href = `${BASE}retell-widget.css`;
     root.prepend(link);
     const $ = (this.$ = (c) => root.querySelector(`.${c}`));
-    const text = (c, v) => ($(c).textContent = v);
-    $('launch').querySelector('span').textContent = t.call;
-    $('mute').querySelector('span').textContent = t.mute;
-    // A named <section> is a region landmark. The close button shows an icon, not a "×"
-    // character, so its name comes from the label alone (WCAG 2.5.3, label in name).
-    $('panel').setAttribute('aria-label', t.title);
-    $('close').setAttribute('aria-label', t.close);
-    text('title', t.title);
-    text('talk', t.speaking);
     for (const [k, v] of Object.entries(o.colors || {})) {
       if (COLORS[k]) $('w').style.setProperty(COLORS[k], v);
     }
-    // Reveal only once our own styles apply, so the host page never sees raw markup.
-    const show = () => ($('w').hidden = false);
-    link.onload = link.onerror = show;
+    // Reveal only once our own styles and the page's language apply, so the host page never
+    // sees raw markup or English flashing before German. Either failing still reveals.
+    const styled = new Promise((done) => (link.onload = link.onerror = done));
+    const strings =
+      host.lang === 'en'
+        ? null
+        : loadEngine(host.lang, `i18n-${host.lang}.js`).then(
+            (words) => (this.t = { ...STRINGS.en, ...words, ...o.labels }),
+            () => {},
+          );
+    Promise.all([styled, strings]).then(() => {
+      this.label();
+      $('w').hidden = false;
+    });
 
     const on = (c, fn) => $(c).addEventListener('click', fn);
     const quiet = () => this.start().catch(() => {});
@@ -108,14 +109,31 @@ class RetellWidget {
     root.addEventListener('keydown', (e) => {
       if (e.key === 'Escape' && (this.state === 'live' || this.state === 'connecting')) this.stop();
     });
+    this.label();
     this.set('idle');
     (document.body || document.documentElement).appendChild(host);
+  }
+
+  // Every fixed text, from this.t (again once the page's language has loaded).
+  label() {
+    const { $, t } = this;
+    const text = (c, v) => ($(c).textContent = v);
+    $('launch').querySelector('span').textContent = t.call;
+    $('mute').querySelector('span').textContent = t.mute;
+    // A named <section> is a region landmark. The close button shows an icon, not a "×"
+    // character, so its name comes from the label alone (WCAG 2.5.3, label in name).
+    $('panel').setAttribute('aria-label', t.title);
+    $('close').setAttribute('aria-label', t.close);
+    text('title', t.title);
+    text('talk', t.speaking);
+    if (this.state && this.state !== 'idle') this.set(this.state, this.detail);
   }
 
   set(state, detail) {
     const { $, t } = this;
     const focused = this.root.activeElement;
     this.state = state;
+    this.detail = detail;
     this.host.dataset.state = state;
     const err = state === 'error' ? detail : null;
     const msg = err ? t[`e_${err.code}`] || err.message : t[{ 'requesting-mic': 'mic' }[state] || state] || '';

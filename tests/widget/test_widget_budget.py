@@ -34,6 +34,9 @@ def test_manifest_matches_files():
         "v1/engine-gateway.js",
         "v1/engine-livekit.js",
         "v1/verify.js",
+        "v1/i18n-es.js",
+        "v1/i18n-fr.js",
+        "v1/i18n-de.js",
     }
     for name, entry in data["files"].items():
         raw = (DIST / name).read_bytes()

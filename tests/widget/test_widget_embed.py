@@ -139,6 +139,36 @@ def test_livekit_transport_loads_v2_engine_lazily(page, page_server, widget_orig
 def test_languages(page, page_server, widget_origin, token_gateway, lang, label):
     open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint, lang=lang))
     assert text(page, "launch") == label
+    # Only this page's language was fetched, from beside the loader.
+    assert [u for u in page.requested if "i18n-" in u] == [f"{widget_origin}/v1/i18n-{lang}.js"]
+
+
+def test_english_fetches_no_strings_and_a_lost_strings_file_still_reveals(
+    context, page_server, widget_origin, token_gateway, tamper
+):
+    page = new_page(context)
+    open_widget(page, seed_page(page_server, widget_origin, token_gateway.endpoint, lang="en"))
+    assert text(page, "launch") == "Talk to our AI agent"
+    assert not [u for u in page.requested if "i18n-" in u]
+
+    # German pinned with SRI: the strings file is pinned too, and a modified one is refused:
+    # the widget still appears, in English, rather than never.
+    files = json.loads((DIST / "manifest.json").read_text())["files"]
+    url = page_server.add(
+        f"""<!doctype html><html lang="de"><body>
+<script src="{widget_origin}/v1/retell-widget.js" crossorigin="anonymous"
+        integrity="{files["v1/retell-widget.js"]["integrity"]}"></script>
+<script>window.widget = new RetellWidget({{proxyEndpoint: '{token_gateway.endpoint}'}});
+</script></body></html>"""
+    )
+    page = new_page(context)
+    open_widget(page, url)
+    assert text(page, "launch") == "Mit unserem KI-Agenten sprechen"
+    tamper.add("i18n-de.js")
+    page = new_page(context)
+    open_widget(page, url)
+    assert text(page, "launch") == "Talk to our AI agent"
+    assert any("integrity" in line for line in page.console_lines)
 
 
 def test_options_position_theme_colors_labels_callbacks(
