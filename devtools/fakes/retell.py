@@ -22,6 +22,10 @@ Calls and webhooks (docs/retell.md, "Webhooks"):
 Cost model: CENTS_PER_MINUTE (12) per started minute of duration_ms; a call nobody joined
 costs 0. The signing is written here from the documented formula, on purpose not shared
 with app/: a wrong implementation in the app must fail against it.
+
+Chat (POST /create-chat, POST /create-chat-completion, PATCH /end-chat/{id},
+GET /get-chat/{id}), its agents and its /_fake/chat/ hooks: devtools/fakes/retell_chat.py,
+state in `fake.chat`.
 """
 
 from __future__ import annotations
@@ -41,6 +45,9 @@ import urllib.error
 import urllib.request
 from collections import deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from devtools.fakes.retell_chat import ChatFake
+from devtools.fakes.retell_chat import route as chat_route
 
 DEFAULT_KEY = "key_fake_retell_0123456789abcdef"
 ERROR_MESSAGES = {
@@ -82,6 +89,7 @@ class FakeRetell:
         # One call's events leave in order even when start and end come from two threads.
         self._sequence = threading.RLock()
         self.release = threading.Event()  # ends a "hang"
+        self.chat = ChatFake()  # the chat API's chats, agents and log (retell_chat.py)
         self.reset()
         self.server = _Server(("127.0.0.1", port), _Handler)
         self.server.daemon_threads = True
@@ -112,6 +120,7 @@ class FakeRetell:
             self.webhook_retry_delay = 1.0  # seconds between tries of one delivery
             self.webhook_timeout = 10.0  # Retell waits 10 s for a 2xx
             self.get_call_status: int | None = None  # set: get-call answers this error
+        self.chat.reset()
         self.release.set()
         self.release = threading.Event()
 
@@ -136,6 +145,7 @@ class FakeRetell:
 
     def stop(self) -> None:
         self.release.set()
+        self.chat.release.set()
         self.server.shutdown()
         self.server.server_close()
 
@@ -447,6 +457,8 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, json.dumps(body).encode(), headers=headers)
 
     def do_GET(self) -> None:  # noqa: N802
+        if chat_route(self, "GET", None):
+            return None
         fake: FakeRetell = self.server.fake  # type: ignore[attr-defined]
         with fake.lock:
             fake.requests.append(
@@ -504,14 +516,23 @@ class _Handler(BaseHTTPRequestHandler):
         threading.Thread(target=_quietly, args=(run, call_id), kwargs=kwargs, daemon=True).start()
         return self._send(202, json.dumps({"call_id": call_id, "action": action}).encode())
 
-    def do_POST(self) -> None:  # noqa: N802
-        fake: FakeRetell = self.server.fake  # type: ignore[attr-defined]
+    def _body(self):
         length = int(self.headers.get("Content-Length") or 0)
         raw = self.rfile.read(length) if length else b""
         try:
-            body = json.loads(raw or b"null")
+            return json.loads(raw or b"null")
         except ValueError:
-            body = None
+            return None
+
+    def do_PATCH(self) -> None:  # noqa: N802
+        if not chat_route(self, "PATCH", self._body()):
+            self._send(404, b'{"status":"error","message":"Not found"}')
+
+    def do_POST(self) -> None:  # noqa: N802
+        fake: FakeRetell = self.server.fake  # type: ignore[attr-defined]
+        body = self._body()
+        if chat_route(self, "POST", body):
+            return None
         hook = _HOOK.match(self.path)
         if hook:
             return self._hook(hook["call_id"], hook["action"], body)
