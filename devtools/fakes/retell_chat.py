@@ -32,8 +32,8 @@ Agents (any agent_id that is not configured behaves like agent_chat_echo):
 
 Configuring (like FakeRetell.set_behaviour): fake.chat.set_agent(agent_id, **config), or
 POST /_fake/chat/agents/<agent_id> with the config as JSON (loopback, no auth) -> 200 the
-effective config. Config keys (anything left out takes its default): reply "echo" | "tools"
-| "markup"; text (a fixed reply instead of the echo); opening (str | null); delay (seconds
+effective config (GET there reads it). Config keys (left out: default): reply "echo" |
+"tools" | "markup"; text (a fixed reply instead of the echo); opening (str | null); delay (seconds
 before each completion answers); fail null | "error" | "garbage" | "huge" | "close" |
 "hang"; status (for "error", default 500); retry_after (str | null); error_key ("message",
 or "error_message" / "error"); on "create" | "completion" | "both" (where fail applies);
@@ -67,27 +67,12 @@ MARKUP = (
 SLOW_SECONDS = 2.0
 HUGE_BYTES = 70 * 1024  # over the 64 KB an upstream answer may have
 ENDED_STATUS, ENDED_MESSAGE = 400, "Chat already ended"  # Retell's exact answer: unconfirmed
-MESSAGES = {
-    400: "Invalid request body",
-    401: "Invalid API key",
-    402: "Trial ended, please add a payment method",
-    404: "Not found",
-    422: "Unprocessable entity",
-    429: "Rate limited",
-    500: "Internal server error",
-}
-DEFAULTS: dict = {
-    "reply": "echo",
-    "text": None,
-    "opening": None,
-    "delay": 0.0,
-    "fail": None,
-    "status": 500,
-    "retry_after": None,
-    "error_key": "message",
-    "on": "both",
-    "include_user_message": True,
-}
+MESSAGES = {400: "Invalid request body", 401: "Invalid API key", 404: "Not found",
+            402: "Trial ended, please add a payment method", 422: "Unprocessable entity",
+            429: "Rate limited", 500: "Internal server error"}  # fmt: skip
+DEFAULTS: dict = {"reply": "echo", "text": None, "opening": None, "delay": 0.0, "fail": None,
+                  "status": 500, "retry_after": None, "error_key": "message", "on": "both",
+                  "include_user_message": True}  # fmt: skip
 BUILTIN: dict[str, dict] = {
     "agent_chat_echo": {},
     "agent_chat_opening": {"opening": OPENING},
@@ -102,15 +87,9 @@ _CHOICES = {
     "on": ("create", "completion", "both"),
     "error_key": ("message", "error_message", "error"),
 }
-_NUMBER = (int, float)
-_TYPES = {
-    "text": (str, type(None)),
-    "opening": (str, type(None)),
-    "delay": _NUMBER,
-    "status": int,
-    "retry_after": (str, type(None)),
-    "include_user_message": bool,
-}
+_STR_OR_NONE = (str, type(None))
+_TYPES = {"text": _STR_OR_NONE, "opening": _STR_OR_NONE, "retry_after": _STR_OR_NONE,
+          "delay": (int, float), "status": int, "include_user_message": bool}  # fmt: skip
 _FAIL_ID = re.compile(r"^agent_chat_fail_(create|completion)_([45]\d\d|garbage|huge|close|hang)$")
 _SLOW_ID = re.compile(r"^agent_chat_slow_(\d+(?:\.\d+)?)$")
 _ID_PATH = re.compile(r"^/(end-chat|get-chat)/(?P<chat_id>[^/]+)$")
@@ -270,17 +249,11 @@ def route(handler, method: str, body) -> bool:
                "get-chat": "GET"}  # fmt: skip
     if allowed.get(endpoint) != method:
         return False
+    request = {"method": method, "path": handler.path, "headers": dict(handler.headers),
+               "body": body, "at": time.time()}  # fmt: skip
     with fake.lock:
-        fake.requests.append(
-            {
-                "method": method,
-                "path": handler.path,
-                "headers": dict(handler.headers),
-                "body": body,
-                "at": time.time(),
-            }
-        )
-    entry = {"at": time.time(), "method": method, "path": handler.path, "endpoint": endpoint,
+        fake.requests.append(request)
+    entry = {"at": request["at"], "method": method, "path": handler.path, "endpoint": endpoint,
              "agent_id": None, "chat_id": match["chat_id"] if match else None}  # fmt: skip
     status = _serve(handler, fake, endpoint, body, entry)
     with fake.chat.lock:
@@ -318,13 +291,16 @@ def _serve(handler, fake, endpoint: str, body, entry: dict) -> int | None:
         return _error(handler, 400)
     entry.update(chat_id=body["chat_id"], content=body["content"])
     user = _item("user", content=body["content"])  # stamped when it arrived
-    try:
-        agent_id = chat.get_chat(body["chat_id"])["agent_id"]
-    except KeyError:
+    with chat.lock:
+        found = chat.chats.get(body["chat_id"])
+        agent_id, ongoing = (
+            (found["agent_id"], found["chat_status"] == "ongoing") if found else (None, False)
+        )
+    if found is None:
         return _send(handler, 404, _NOT_FOUND)
     entry["agent_id"] = agent_id
     config = chat.agent(agent_id)
-    if chat.get_chat(body["chat_id"])["chat_status"] != "ongoing":
+    if not ongoing:
         return _ended(handler, config)
     if config["delay"]:
         chat.release.wait(config["delay"])
