@@ -30,17 +30,18 @@ class ApiError(Exception):
         self.extra = extra
 
 
-# Upstream failure kind (app/retell/calls.py) -> our status, code and message: the one place.
+# Upstream failure kind (app/retell/upstream.py) -> our status, code and message: the one
+# place, for calls and chats alike (the codes are stable; the words fit both).
 UPSTREAM_ERRORS = {
-    "timeout": (504, "upstream_timeout", "The voice service did not answer in time."),
-    "unreachable": (502, "upstream_error", "The voice service could not be reached."),
-    "oversized": (502, "upstream_error", "The voice service sent an oversized answer."),
-    "unusable": (502, "upstream_error", "The voice service sent an unusable answer."),
-    "unauthorized": (502, "upstream_unauthorized", "The voice service refused our credentials."),
-    "payment_required": (503, "upstream_payment_required", "The voice service is unavailable."),
-    "no_agent": (404, "agent_not_found", "This voice agent does not exist."),
-    "rate_limited": (503, "upstream_rate_limited", "The voice service is busy; try again shortly."),
-    "failed": (502, "upstream_error", "The voice service failed to start the call."),
+    "timeout": (504, "upstream_timeout", "The agent service did not answer in time."),
+    "unreachable": (502, "upstream_error", "The agent service could not be reached."),
+    "oversized": (502, "upstream_error", "The agent service sent an oversized answer."),
+    "unusable": (502, "upstream_error", "The agent service sent an unusable answer."),
+    "unauthorized": (502, "upstream_unauthorized", "The agent service refused our credentials."),
+    "payment_required": (503, "upstream_payment_required", "The agent service is unavailable."),
+    "no_agent": (404, "agent_not_found", "This agent does not exist."),
+    "rate_limited": (503, "upstream_rate_limited", "The agent service is busy; try again shortly."),
+    "failed": (502, "upstream_error", "The agent service could not do what was asked."),
 }
 
 
