@@ -1,0 +1,1 @@
+"""The live transcript relay: one monitor socket per call, shared through Redis (relay.py)."""
