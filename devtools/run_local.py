@@ -2,8 +2,9 @@
 
     Redis          REDIS_URL if set; else redis-server on a free port in a temp dir;
                    else fakeredis's TCP server (said which at start-up)
-    fake Retell    devtools.fakes.retell + devtools.fakes.gateway, only when RETELL_API_KEY
-                   is unset (announced in one line); the gateway reports each call's start
+    fake Retell    devtools.fakes.retell + devtools.fakes.gateway + devtools.fakes.monitor
+                   (live transcripts), only when RETELL_API_KEY is unset (announced in
+                   one line); the gateway reports each call's start
                    and end to the fake API, which sends signed webhooks to
                    /api/retell-webhook through nginx, as Retell would
     gunicorn       deploy/gunicorn.conf.py, APP_ENV=production, production limits,
@@ -126,7 +127,7 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
         if args.agent_id == DEFAULT_DEMO_AGENT:
             notes.append("set DEMO_AGENT_ID (or --agent-id) to one of your agents for the demo")
     else:
-        retell_port, gateway_port = free_port(), free_port()
+        retell_port, gateway_port, monitor_port = free_port(), free_port(), free_port()
         gateway_url = f"http://127.0.0.1:{gateway_port}"
         retell_url = f"http://127.0.0.1:{retell_port}"
         # Through nginx, as a real deployment receives them.
@@ -161,16 +162,34 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
                 ),
             )
         )
+        # Live transcripts: the fake monitor socket plays a short demo call on connect.
+        processes.append(
+            (
+                "monitor",
+                _cmd(
+                    _python(),
+                    "-m",
+                    "devtools.fakes.monitor",
+                    "--port",
+                    monitor_port,
+                    "--api-key",
+                    FAKE_API_KEY,
+                    "--demo",
+                ),
+            )
+        )
         env.update(
             RETELL_API_KEY=FAKE_API_KEY,
             RETELL_API_BASE=retell_url,
             RETELL_GATEWAY_BASE=gateway_url,
             RETELL_API_VERSION="v3",
+            RETELL_MONITOR_BASE=f"ws://127.0.0.1:{monitor_port}",
         )
         notes.append(
             f"RETELL_API_KEY is not set: using the FAKE Retell API on 127.0.0.1:{retell_port} "
             f"and a fake WebRTC gateway on {gateway_url} (no real calls are made)"
         )
+        notes.append(f"fake Retell monitor socket (live transcripts) on 127.0.0.1:{monitor_port}")
         notes.append(
             f"fake Retell sends signed webhooks to {webhook_url} when a call ends "
             "(call_started, call_ended, call_analyzed)"

@@ -13,6 +13,7 @@ import redis as redis_lib
 from werkzeug.serving import make_server
 
 from app import create_app
+from devtools.fakes.monitor import FakeMonitor
 from devtools.fakes.retell import FakeRetell
 from devtools.fakes.siteverify import FakeSiteverify
 from devtools.ports import free_port, wait_for_port
@@ -91,6 +92,22 @@ def siteverify(_siteverify):
     _siteverify.reset()
     yield _siteverify
     _siteverify.reset()
+
+
+@pytest.fixture(scope="session")
+def _fake_monitor_server(_fake_retell_server):
+    fake = FakeMonitor(api_key=_fake_retell_server.api_key).start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture
+def fake_monitor(_fake_monitor_server):
+    """The fake Retell monitor socket (devtools/fakes/monitor.py), reset per test; pass
+    RETELL_MONITOR_BASE=fake_monitor.url to make_app / serve_app."""
+    _fake_monitor_server.reset()
+    yield _fake_monitor_server
+    _fake_monitor_server.reset()
 
 
 @pytest.fixture
