@@ -11,6 +11,7 @@ Production, on the server (see deploy/README.md):
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import shutil
 import sys
@@ -21,7 +22,15 @@ import jinja2
 
 TEMPLATE_DIR = Path(__file__).resolve().parent
 NGINX_BINARY = shutil.which("nginx") or "/usr/sbin/nginx"
-SNIPPETS = ("security-headers.conf", "cdn-headers.conf", "static.conf", "proxy.conf")
+SNIPPETS = (
+    "security-headers.conf",
+    "cdn-headers.conf",
+    "static.conf",
+    "proxy-common.conf",
+    "proxy.conf",
+)
+# How much longer nginx waits for a chat answer than the app does (CHAT_READ_TIMEOUT).
+CHAT_MARGIN_S = 30
 
 
 @dataclass(frozen=True)
@@ -49,6 +58,11 @@ class SiteSettings:
     next_upstream: str = "off"
     # > gunicorn timeout (deploy/gunicorn.conf.py) > the app's upstream timeouts.
     proxy_read_timeout: int = 30
+    # CHAT_READ_TIMEOUT: POST /api/chat/messages waits that long for the agent's answer.
+    # The default is its maximum (300 s), so any app setting fits; nginx adds CHAT_MARGIN_S.
+    chat_read_timeout: float = 300
+    # Live transcripts (SSE): the app writes at least every 5 s; this long silent is dead.
+    transcript_read_timeout: int = 120
     access_log: str = "/var/log/nginx/widget-gateway.access.log"
     # Where the rendered files will live; the site includes its snippets from here.
     conf_dir: str = "/etc/nginx/widget-gateway"
@@ -91,6 +105,8 @@ def render_files(settings: SiteSettings) -> dict[str, str]:
         cdn_headers_path=f"{conf_dir}/cdn-headers.conf",
         static_include_path=f"{conf_dir}/static.conf",
         proxy_include_path=f"{conf_dir}/proxy.conf",
+        proxy_common_include_path=f"{conf_dir}/proxy-common.conf",
+        chat_proxy_read_timeout=math.ceil(settings.chat_read_timeout) + CHAT_MARGIN_S,
     )
     env = _environment()
     files = {"site.conf": env.get_template("site.conf.j2").render(context)}
@@ -189,6 +205,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--limit-burst", type=int, default=SiteSettings.limit_burst)
     parser.add_argument("--access-log", default=None)
     parser.add_argument(
+        "--chat-read-timeout",
+        type=float,
+        default=SiteSettings.chat_read_timeout,
+        help="the app's CHAT_READ_TIMEOUT (default: its maximum, 300)",
+    )
+    parser.add_argument(
         "--next-upstream", default="off", choices=["off", "error"], help="several upstreams"
     )
     args = parser.parse_args(argv)
@@ -200,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
         limit_burst=args.limit_burst,
         server_name=args.server_name,
         next_upstream=args.next_upstream,
+        chat_read_timeout=args.chat_read_timeout,
     )
     if args.access_log:
         common["access_log"] = args.access_log
