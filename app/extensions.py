@@ -1,4 +1,4 @@
-"""Process-wide clients, each initialised by init_app: Redis and the Retell client."""
+"""Process-wide clients, each initialised by init_app: Redis and the Retell clients."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from app.retell.calls import RetellClient
+from app.retell.chat import ChatClient
 from config import Settings
 
 
@@ -47,3 +48,4 @@ def make_redis_client(settings: Settings) -> redis.Redis:
 
 redis_store = RedisStore()
 retell_client = RetellClient()
+chat_client = ChatClient()  # its own pool: a slow chat turn holds none of the calls' connections
