@@ -1,10 +1,13 @@
--- One round trip decides a create-web-call or a preflight, atomically:
+-- One round trip decides a create-web-call, a chat's start or a preflight, atomically:
 -- origin entry -> (body) -> agent grant -> every rate limit, all or nothing.
+-- kind "chat" reads the chat grants and counts the chat limits (their own keys); minute
+-- budgets and concurrency caps are for calls only.
 -- A refusal is written to the usage stream here too, so saying no costs one round trip.
 -- Input: ARGV[1], one JSON request; output: one JSON reply (app/policy/admission.py).
 -- Keys are built from the prefix inside the script: single-node Redis (or Sentinel) only.
 local req = cjson.decode(ARGV[1])
 local prefix = req.prefix
+local chat = req.kind == 'chat'
 local problems = {}
 
 local function safe(...)
@@ -64,7 +67,7 @@ if req.body_error then
 end
 
 -- Agent: granted to the matched entry; omitted means "the one agent", if there is one.
-local grants = safe('SMEMBERS', prefix .. 'agents:' .. entry) or {}
+local grants = safe('SMEMBERS', prefix .. (chat and 'chat-agents:' or 'agents:') .. entry) or {}
 if agent == '' then
   if #grants == 0 then return reply(refuse('agent_denied', entry, '')) end
   if #grants > 1 then return reply(refuse('invalid', entry, '', 'agent_required')) end
@@ -78,9 +81,10 @@ end
 -- Per-entry and per-agent settings, read live: HSET widget:limits:<entry> per_day N ...
 -- A stored value overrides the default: N >= 0 is the limit (0 pauses), -1 means none.
 local origin_limits = safe('HMGET', prefix .. 'limits:' .. entry, 'per_day', 'minutes_per_day',
-                           'minutes_per_month', 'max_concurrent', 'verify') or {}
-local agent_limits = safe('HMGET', prefix .. 'limits:agent:' .. agent,
-                          'per_day', 'minutes_per_day', 'minutes_per_month') or {}
+                           'minutes_per_month', 'max_concurrent', 'verify', 'transcript',
+                           'chats_per_day') or {}
+local agent_limits = safe('HMGET', prefix .. 'limits:agent:' .. agent, 'per_day',
+                          'minutes_per_day', 'minutes_per_month', 'chats_per_day') or {}
 
 -- Verification, before any limit is counted: an unverified flood spends nothing.
 local policy = origin_limits[5] or req.verify_default
@@ -110,8 +114,9 @@ local t = redis.call('TIME')
 local now_ms = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local member = t[1] .. string.format('%06d', tonumber(t[2]))  -- unique: scripts run one at a time
 local buckets = {}
-for _, ip_limit in ipairs(req.ip_limits) do
-  local key = prefix .. 'rl:ip:' .. req.ip_bucket .. ':' .. ip_limit.window
+local rl = prefix .. (chat and 'rl:chat:' or 'rl:')  -- chats are counted apart from calls
+for _, ip_limit in ipairs(chat and req.chat.ip_limits or req.ip_limits) do
+  local key = rl .. 'ip:' .. req.ip_bucket .. ':' .. ip_limit.window
   local window_ms = ip_limit.window * 1000
   redis.call('ZREMRANGEBYSCORE', key, '-inf', now_ms - window_ms)
   local oldest = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2]
@@ -121,7 +126,7 @@ for _, ip_limit in ipairs(req.ip_limits) do
 end
 local day = math.floor(now_ms / 86400000)
 local function daily(name, limit)
-  local key = prefix .. 'rl:' .. name .. ':day:' .. day
+  local key = rl .. name .. ':day:' .. day
   buckets[#buckets + 1] = {key = key, limit = limit, window_ms = false,
                            used = tonumber(redis.call('GET', key) or '0') or 0,
                            reset_ms = (day + 1) * 86400000}
@@ -131,9 +136,15 @@ local function setting(stored, default)
   if override then return override >= 0 and override or nil end
   return default > 0 and default or nil
 end
-local origin_cap = setting(origin_limits[1], req.origin_per_day)
+local origin_cap, agent_cap
+if chat then
+  origin_cap = setting(origin_limits[7], req.chat.origin_per_day)
+  agent_cap = setting(agent_limits[4], req.chat.agent_per_day)
+else
+  origin_cap = setting(origin_limits[1], req.origin_per_day)
+  agent_cap = setting(agent_limits[1], req.agent_per_day)
+end
 if origin_cap then daily('origin:' .. entry, origin_cap) end
-local agent_cap = setting(agent_limits[1], req.agent_per_day)
 if agent_cap then daily('agent:' .. agent, agent_cap) end
 
 local function seconds(ms) return math.ceil(ms / 1000) end
@@ -181,10 +192,12 @@ local function budget(scope, stored, default, period, end_ms)
   budgets[#budgets + 1] = {key = key, left_ms = minutes * 60000 - (tonumber(redis.call('GET', key) or '0') or 0),
                            end_ms = end_ms}
 end
-budget('origin:' .. entry, origin_limits[2], req.minutes.origin_day, day_name, (day + 1) * 86400000)
-budget('origin:' .. entry, origin_limits[3], req.minutes.origin_month, month_name, month_end_ms)
-budget('agent:' .. agent, agent_limits[2], req.minutes.agent_day, day_name, (day + 1) * 86400000)
-budget('agent:' .. agent, agent_limits[3], req.minutes.agent_month, month_name, month_end_ms)
+if not chat then  -- a chat bills by message, not by the minute
+  budget('origin:' .. entry, origin_limits[2], req.minutes.origin_day, day_name, (day + 1) * 86400000)
+  budget('origin:' .. entry, origin_limits[3], req.minutes.origin_month, month_name, month_end_ms)
+  budget('agent:' .. agent, agent_limits[2], req.minutes.agent_day, day_name, (day + 1) * 86400000)
+  budget('agent:' .. agent, agent_limits[3], req.minutes.agent_month, month_name, month_end_ms)
+end
 local reserve_ms, exhausted = req.max_call_ms, nil
 for _, b in ipairs(budgets) do
   if b.left_ms < req.min_call_ms then
@@ -208,14 +221,15 @@ local function concurrency(key, cap)
   if redis.call('ZCARD', key) >= cap then return true end
   live[#live + 1] = key
 end
-if concurrency(prefix .. 'live:origin:' .. entry, setting(origin_limits[4], req.concurrent.origin))
-   or concurrency(prefix .. 'live:all', setting(nil, req.concurrent.total)) then
+if not chat and (
+    concurrency(prefix .. 'live:origin:' .. entry, setting(origin_limits[4], req.concurrent.origin))
+    or concurrency(prefix .. 'live:all', setting(nil, req.concurrent.total))) then
   local decision = refuse('busy', entry, agent)
   decision.retry_after = req.busy_retry_after
   return reply(decision)
 end
 
--- A verified token admits one call, on every gateway host: kept until it expires.
+-- A verified token admits one call or chat, on every gateway host: kept until it expires.
 if req.replay_key and not redis.call('SET', prefix .. 'verify:used:' .. req.replay_key, '1',
                                       'NX', 'PX', req.replay_ttl_ms) then
   return reply(refuse('verification_failed', entry, agent, 'verification_replayed'))
@@ -246,7 +260,13 @@ local pending = 'pending:' .. member  -- becomes the call id once Retell answers
 for _, key in ipairs(live) do
   redis.call('ZADD', key, now_ms + reserve_ms + req.join_window_ms, pending)
 end
+-- The live transcript relay, per entry: a stored "1"/"0" overrides TRANSCRIPT_DEFAULT.
+local transcript = origin_limits[6]
+if transcript == '1' then transcript = true
+elseif transcript == '0' then transcript = false
+else transcript = req.transcript_default end
 return reply({outcome = 'admitted', entry = entry, agent_id = agent, limit = tightest.limit,
               remaining = tightest.remaining, reset = tightest.reset, retry_after = 0,
               reserved_ms = reserve_ms, budgeted = #budgets > 0, counters = counters,
-              live = live, pending = pending, minted_ms = now_ms})
+              live = live, pending = pending, minted_ms = now_ms,
+              transcript = not chat and transcript})

@@ -1,9 +1,10 @@
-"""Who may start a call, decided in one Redis round trip (admission.lua).
+"""Who may start a call or a chat, decided in one Redis round trip (admission.lua).
 
 The script checks the origin against its candidate allowlist entries, the agent against
-that entry's grants, and every rate limit at once (all or nothing, so a refused request
-spends no budget), and writes the usage entry itself when it says no. It takes one JSON
-request (AdmissionRequest) and gives one JSON reply (Decision), both with named fields.
+that entry's grants (voice or chat, by kind), and every rate limit at once (all or nothing,
+so a refused request spends no budget), and writes the usage entry itself when it says no.
+It takes one JSON request (AdmissionRequest) and gives one JSON reply (Decision), both
+with named fields.
 """
 
 from __future__ import annotations
@@ -65,7 +66,8 @@ class AdmissionRequest:
     usage: UsageEntry | None = None  # the attempt's entry, for refusals the script records
     has_token: bool = False  # the body carries a verification token, not checked yet
     verified: str = ""  # the provider whose check the token passed
-    replay_key: str = ""  # that token's key: admits one call only
+    replay_key: str = ""  # that token's key: admits one call (or chat) only
+    kind: str = "call"  # or "chat": chat grants, chat limits, no budgets or caps
 
 
 @dataclasses.dataclass(frozen=True)
@@ -86,6 +88,7 @@ class Decision:
     pending: str = ""  # its member there until the call id is known
     minted_ms: int = 0  # Redis time of admission
     provider: str = ""  # the verification the entry asks for (verify / verification_*)
+    transcript: bool = False  # an admitted call gets the live transcript relay
 
     @property
     def refusal(self) -> dict:
@@ -102,6 +105,14 @@ class Admission:
             "ip_limits": [{"count": n, "window": w} for n, w in settings.rate_limit_per_ip],
             "origin_per_day": settings.rate_limit_per_origin_day,
             "agent_per_day": settings.rate_limit_per_agent_day,
+            "chat": {
+                "ip_limits": [
+                    {"count": n, "window": w} for n, w in settings.rate_limit_chats_per_ip
+                ],
+                "origin_per_day": settings.rate_limit_chats_per_origin_day,
+                "agent_per_day": settings.rate_limit_chats_per_agent_day,
+            },
+            "transcript_default": settings.transcript_default,
             "maxlen": settings.usage_stream_maxlen,
             "refusals": REFUSALS,
             "minutes": {
@@ -131,6 +142,7 @@ class Admission:
         """Raises redis.RedisError when Redis cannot answer (the caller fails closed)."""
         payload = {
             "mode": request.mode,
+            "kind": request.kind,
             "candidates": candidate_entries(request.origin) if request.origin else [],
             "implicit": bool(request.implicit and request.origin),
             "agent_id": request.agent_id,

@@ -1,8 +1,11 @@
-"""The usage entry: one schema for every create-web-call attempt, wherever it is written.
+"""The usage entry: one schema for every attempt to start a call or a chat, and for every
+chat's end, wherever it is written.
 
 An attempt's entry starts with what the request says (UsageEntry.start); then either the
 admission script records a refusal, filling the decided fields in the same round trip, or
-the route records the outcome after the upstream call (UsageEntry.decided).
+the route records the outcome after the upstream call (UsageEntry.decided). A chat's end
+entry (outcome "ended", or "expired" when its token ran out first) carries its visitor
+message count; entries written before `kind` existed are calls.
 """
 
 from __future__ import annotations
@@ -16,8 +19,9 @@ import time
 # Every entry has every field, in this order (README's usage stream section).
 FIELDS = (
     "ts", "outcome", "status", "error", "origin", "entry", "agent_id", "call_id",
-    "upstream_ms", "request_id", "ip", "ua",
+    "upstream_ms", "request_id", "ip", "ua", "kind", "chat_id", "messages",
 )  # fmt: skip
+KINDS = ("call", "chat")
 # Filled by whoever decides the outcome (the admission script or the route).
 DECIDED = ("outcome", "status", "error", "entry", "agent_id")
 OUTCOMES = (
@@ -25,6 +29,7 @@ OUTCOMES = (
     "verification_required", "verification_failed", "verification_unavailable", "invalid",
     "upstream_error", "unavailable",
 )  # fmt: skip
+END_OUTCOMES = ("ended", "expired")  # a chat's end entry: not an attempt
 ORIGIN_MAX, UA_MAX = 300, 200
 
 
@@ -42,11 +47,15 @@ class UsageEntry:
     request_id: str = ""
     ip: str = ""
     ua: str = ""
+    kind: str = "call"
+    chat_id: str = ""
+    messages: str = ""  # a chat's end entry: visitor messages sent
 
     @classmethod
-    def start(cls, *, origin, ip, user_agent, request_id) -> UsageEntry:
+    def start(cls, *, origin, ip, user_agent, request_id, kind="call") -> UsageEntry:
         return cls(
             ts=str(int(time.time() * 1000)),
+            kind=kind,
             origin=(origin or "")[:ORIGIN_MAX],
             ip=ip,
             ua=(user_agent or "")[:UA_MAX],
