@@ -13,13 +13,14 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from app import cli, http
 from app.errors import register_error_handlers
-from app.extensions import redis_store, retell_client
+from app.extensions import chat_client, redis_store, retell_client
 from app.logs import configure_logging, init_request_logging
 from app.policy.admission import Admission
 from app.policy.allowlist import log_allowlist_problems
 from app.policy.tokens import TokenSigner
 from app.policy.verify import Verifier
 from app.usage.calls import CallLedger
+from app.usage.chats import ChatLedger
 from config import Settings, load_settings
 
 MAX_BODY_BYTES = 8 * 1024
@@ -53,6 +54,7 @@ def create_app(config: Mapping[str, object] | Settings | None = None) -> Flask:
 
     redis_store.init_app(app)
     retell_client.init_app(app)
+    chat_client.init_app(app)
     pow_key = settings.pow_hmac_key.reveal().encode()
     if not pow_key and not settings.production:
         log.warning("POW_HMAC_KEY is not set: signing proof-of-work challenges with a random key")
@@ -61,6 +63,7 @@ def create_app(config: Mapping[str, object] | Settings | None = None) -> Flask:
     verifier = app.extensions["verifier"] = Verifier(settings, pow_key)
     app.extensions["admission"] = Admission(redis_store.client, settings, verifier.readiness())
     app.extensions["ledger"] = CallLedger(redis_store.client, settings)
+    app.extensions["chats"] = ChatLedger(redis_store.client, settings)
 
     http.init_app(app)
     register_error_handlers(app)

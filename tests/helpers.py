@@ -38,3 +38,32 @@ def assert_error(response, status, code):
     assert response.is_json
     assert response.json["error"] == code
     assert isinstance(response.json["message"], str) and response.json["message"]
+
+
+# Chat (app/http/chat.py): the fake's echoing chat agent, granted with widget:chat-agents.
+CHAT_AGENT = "agent_chat_echo"
+
+
+def grant_chat(redis, origin=ORIGIN, *agent_ids) -> None:
+    """The redis-cli lines the README documents: allow the origin, grant chat agents."""
+    redis.sadd("widget:origins", origin)
+    redis.sadd(f"widget:chat-agents:{origin}", *(agent_ids or (CHAT_AGENT,)))
+
+
+def chat_headers(origin=ORIGIN, token=None) -> dict:
+    headers = {"Origin": origin}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def start_chat(client, body=None, origin=ORIGIN, headers=None):
+    """POST /api/chat through a Flask test client (body {} unless given)."""
+    return client.post("/api/chat", json={} if body is None else body,
+                       headers={**chat_headers(origin), **(headers or {})})  # fmt: skip
+
+
+def send(client, token, content="Hello", origin=ORIGIN):
+    """POST /api/chat/messages through a Flask test client."""
+    body = {"chat_token": token, "content": content}
+    return client.post("/api/chat/messages", json=body, headers=chat_headers(origin))

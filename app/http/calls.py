@@ -1,7 +1,8 @@
 """POST /api/create-web-call: parse, admit, refuse or mint, record.
 
 Redis work: one round trip to decide (admission, which also records a refusal) and one to
-record the outcome of the upstream call.
+record the outcome of the upstream call. The steps up to the decision (`admit_request`)
+serve POST /api/chat too (app/http/chat.py), with kind "chat".
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ log = logging.getLogger(__name__)
 
 BODY_FIELDS = ("agent_id", "metadata", "dynamic_variables", "verification")
 MAX_PAIRS, MAX_KEY, MAX_VALUE = 20, 64, 200
+NOUNS = {"call": "calls", "chat": "chats"}  # what a refusal says the site may not start
 
 
 def _settings():
@@ -80,14 +82,16 @@ def _flat_strings(name: str, value) -> dict:
     return value
 
 
-def parse_body() -> dict:
-    """The validated body; raises ApiError naming what is wrong. Null is never a value."""
+def json_object(fields: tuple[str, ...], size: str = "8 KiB") -> dict:
+    """The body as a JSON object of only these fields (any of them may be missing); raises
+    ApiError for the media type, the size (`size` names the request's limit), bad JSON,
+    any depth, another shape or an unknown field."""
     if request.mimetype != "application/json":
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
     try:
         raw = request.get_data(cache=True)
     except RequestEntityTooLarge:
-        raise ApiError(413, "payload_too_large", "The body is larger than 8 KiB.") from None
+        raise ApiError(413, "payload_too_large", f"The body is larger than {size}.") from None
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
@@ -96,9 +100,15 @@ def parse_body() -> dict:
         raise ApiError(400, "invalid_request", "The body is nested too deeply.") from None
     if not isinstance(body, dict):
         raise ApiError(400, "invalid_request", "The body must be a JSON object.")
-    unknown = sorted(set(body) - set(BODY_FIELDS))
+    unknown = sorted(set(body) - set(fields))
     if unknown:
         raise ApiError(400, "invalid_request", f"Unknown field: {unknown[0]}")
+    return body
+
+
+def parse_body() -> dict:
+    """The validated body; raises ApiError naming what is wrong. Null is never a value."""
+    body = json_object(BODY_FIELDS)
     agent_id = body.get("agent_id", "")  # omitted: the site's one agent
     if "agent_id" in body and not (isinstance(agent_id, str) and AGENT_ID.fullmatch(agent_id)):
         raise ApiError(400, "invalid_request", "agent_id must be 1-128 of A-Z a-z 0-9 _ -")
@@ -113,13 +123,13 @@ def parse_body() -> dict:
     }
 
 
-def _unavailable(exc: Exception):
+def unavailable(exc: Exception):
     log.error("redis unavailable: %s", type(exc).__name__)
     return ApiError(503, "unavailable", "The service is temporarily unavailable.")
 
 
-def _origin_refused():
-    return ApiError(403, "origin_not_allowed", "This site is not allowed to start calls.")
+def origin_refused(kind: str = "call"):
+    return ApiError(403, "origin_not_allowed", f"This site is not allowed to start {NOUNS[kind]}.")
 
 
 @bp.route("/create-web-call", methods=["POST", "OPTIONS"])
@@ -128,17 +138,25 @@ def create_web_call():
     caller = Caller.from_request()
     if request.method == "OPTIONS":
         return preflight(caller)
+    decision, body, entry = admit_request(caller, "call")
+    headers = limit_headers(decision)
+    return jsonify(mint(decision, caller, body, entry, headers)), 201, headers
+
+
+def admit_request(caller: Caller, kind: str) -> tuple[Decision, dict, UsageEntry]:
+    """Parse, admit (one round trip; one more only to check a verification token), and
+    refuse unless admitted: (decision, body, the attempt's usage entry) for an admitted
+    call or chat; otherwise raises the refusal, already recorded."""
     body, body_error = read_body(caller)
-    entry = start_entry(caller)
+    entry = start_entry(caller, kind)
     decision = admit(caller, body, body_error, entry)
     if decision.outcome != admission.ORIGIN_DENIED:
         cors.allow(caller.raw_origin)  # the site is allowed: it may read why it was refused
-    if decision.outcome == admission.VERIFY:  # one more round trip, only with a token
+    if decision.outcome == admission.VERIFY:
         provider, replay_key = check_token(decision, caller, body["verification"], entry)
         decision = admit(caller, body, None, entry, verified=provider, replay_key=replay_key)
     refuse_unless_admitted(decision, caller, body_error, entry)
-    headers = limit_headers(decision)
-    return jsonify(mint(decision, caller, body, entry, headers)), 201, headers
+    return decision, body, entry
 
 
 def read_body(caller: Caller) -> tuple[dict | None, ApiError | None]:
@@ -152,25 +170,28 @@ def read_body(caller: Caller) -> tuple[dict | None, ApiError | None]:
         return None, exc
 
 
-def start_entry(caller: Caller) -> UsageEntry:
+def start_entry(caller: Caller, kind: str = "call") -> UsageEntry:
     ip = anonymise_ip(caller.ip, _settings().usage_ip_mode, current_app.config["USAGE_IP_HASH_KEY"])
     return UsageEntry.start(
         origin=caller.origin or caller.raw_origin,
         ip=ip,
         user_agent=request.headers.get("User-Agent"),
         request_id=g.request_id,
+        kind=kind,
     )
 
 
 def admit(
     caller: Caller, body, body_error: ApiError | None, entry: UsageEntry, **verification
 ) -> Decision:
-    """One round trip; a refusal is recorded by the script itself."""
+    """One round trip; a refusal is recorded by the script itself. The entry's kind says
+    whether a call or a chat is asked for."""
     gate = current_app.extensions["admission"]
     try:
         return gate.decide(
             AdmissionRequest(
                 mode="create",
+                kind=entry.kind,
                 origin=caller.origin,
                 implicit=caller.implicit,
                 agent_id=body["agent_id"] if body else "",
@@ -184,18 +205,19 @@ def admit(
     except redis.RedisError as exc:
         if not isinstance(exc, redis.ConnectionError | redis.TimeoutError):
             _record(entry.decided("unavailable", 503, error="unavailable"))
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
 
 
 def refuse_unless_admitted(
     decision: Decision, caller: Caller, body_error: ApiError | None, entry: UsageEntry
 ) -> None:
-    """Raises the refusal's error; returns only for an admitted call (fail closed)."""
+    """Raises the refusal's error; returns only for an admitted call or chat (fail closed)."""
+    kind = entry.kind
     match decision.outcome, decision.reason:
         case admission.ADMITTED, _:
             return
         case admission.ORIGIN_DENIED, _:
-            raise _origin_refused()
+            raise origin_refused(kind)
         case admission.INVALID, "body" if body_error is not None:
             raise body_error
         case admission.INVALID, "agent_required":
@@ -206,7 +228,7 @@ def refuse_unless_admitted(
             raise ApiError(
                 429,
                 "rate_limited",
-                "Too many calls were started; try again later.",
+                f"Too many {NOUNS[kind]} were started; try again later.",
                 limit_headers(decision),
                 retry_after=max(decision.retry_after, 1),
             )
@@ -315,18 +337,19 @@ def _record(entry: UsageEntry) -> None:
     )
 
 
-def preflight(caller: Caller):
-    method = request.headers.get("Access-Control-Request-Method", "")
-    if not caller.origin or method.upper() != "POST":
-        raise _origin_refused()
+def preflight(caller: Caller, method: str = "POST", kind: str = "call", headers=None):
+    """A route's CORS preflight: one round trip (the allowlist), for `method` only."""
+    asked = request.headers.get("Access-Control-Request-Method", "")
+    if not caller.origin or asked.upper() != method:
+        raise origin_refused(kind)
     gate = current_app.extensions["admission"]
     try:
         decision = gate.decide(
             AdmissionRequest(mode="preflight", origin=caller.origin, implicit=caller.implicit)
         )
     except redis.RedisError as exc:
-        raise _unavailable(exc) from None
+        raise unavailable(exc) from None
     if decision.outcome != admission.ADMITTED:
-        raise _origin_refused()
+        raise origin_refused(kind)
     cors.allow(caller.raw_origin)
-    return cors.preflight_response("POST, OPTIONS", _settings().cors_max_age)
+    return cors.preflight_response(f"{method}, OPTIONS", _settings().cors_max_age, headers)

@@ -1,8 +1,9 @@
 """CORS in one place. Each route declares its policy with a decorator:
 
 - @public: read-only routes anyone may read (`Access-Control-Allow-Origin: *`);
-- @exact: create-web-call, whose answer names the one origin the admission allowed
-  (`allow(origin)` during the request), never credentials, `Vary: Origin` always.
+- @exact: create-web-call and the chat routes, whose answer names the one origin the
+  allowlist allowed (`allow(origin)` during the request), never credentials, `Vary: Origin`
+  always.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ EXPOSED_HEADERS = (
     "Retry-After, X-Request-ID, X-RateLimit-Limit, X-RateLimit-Remaining, X-RateLimit-Reset"
 )
 PREFLIGHT_HEADERS = "Content-Type, X-Request-ID"
+# The chat routes also take the chat token as `Authorization: Bearer` (kept out of URLs).
+CHAT_PREFLIGHT_HEADERS = "Authorization, Content-Type, X-Request-ID"
 
 
 def public(view):
@@ -31,11 +34,11 @@ def allow(origin: str) -> None:
     g.cors_origin = origin
 
 
-def preflight_response(methods: str, max_age: int):
+def preflight_response(methods: str, max_age: int, headers: str | None = None):
     response = current_app.response_class(status=204, content_type=None)
     response.headers.pop("Content-Type", None)
     response.headers["Access-Control-Allow-Methods"] = methods
-    response.headers["Access-Control-Allow-Headers"] = PREFLIGHT_HEADERS
+    response.headers["Access-Control-Allow-Headers"] = headers or PREFLIGHT_HEADERS
     response.headers["Access-Control-Max-Age"] = str(max_age)
     return response
 
