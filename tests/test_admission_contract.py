@@ -180,3 +180,56 @@ def test_a_month_budget_waits_for_the_first_of_next_month(gate, redis, allow_ori
     now = dt.datetime.now(dt.UTC)
     first = dt.datetime(now.year + (now.month == 12), now.month % 12 + 1, 1, tzinfo=dt.UTC)
     assert abs(decision.retry_after - (first - now).total_seconds()) <= 2
+
+
+# -- kind "chat": the same script, the chat grants and the chat limits -----------------------
+CHAT_ENTRY = UsageEntry.start(origin=ORIGIN, ip="ip", user_agent="ua", request_id="r", kind="chat")
+
+
+def test_chat_reads_the_chat_grants_and_counts_on_its_own_keys(gate, redis, allow_origin):
+    allow_origin(ORIGIN, AGENT)  # a voice grant only
+    chat_gate = gate(RATE_LIMIT_CHATS_PER_IP="3 per minute", RATE_LIMIT_CHATS_PER_AGENT_DAY=9)
+    decision = decide(chat_gate, kind="chat", usage=CHAT_ENTRY)
+    assert decision.outcome == "agent_denied"
+    [entry] = stream(redis)
+    assert (entry["kind"], entry["outcome"], entry["error"]) == (
+        "chat", "agent_denied", "agent_not_allowed",
+    )  # fmt: skip
+    redis.sadd(f"widget:chat-agents:{ORIGIN}", "agent_chat")
+    decision = decide(chat_gate, kind="chat", usage=CHAT_ENTRY)
+    assert (decision.outcome, decision.agent_id) == ("admitted", "agent_chat")
+    assert (decision.limit, decision.remaining) == (3, 2)
+    assert decision.transcript is False and decision.counters == decision.live == ()
+    keys = set(redis.keys("widget:rl:*"))
+    day = int(dt.datetime.now(dt.UTC).timestamp() // 86400)
+    assert keys == {
+        "widget:rl:chat:ip:203.0.113.9:60",
+        f"widget:rl:chat:origin:{ORIGIN}:day:{day}",
+        f"widget:rl:chat:agent:agent_chat:day:{day}",
+    }
+
+
+def test_chats_per_day_overrides_only_chats(gate, redis, allow_origin):
+    allow_origin(ORIGIN, AGENT)
+    redis.sadd(f"widget:chat-agents:{ORIGIN}", "agent_chat")
+    redis.hset(f"widget:limits:{ORIGIN}", mapping={"chats_per_day": 1, "per_day": 5})
+    g = gate(RATE_LIMIT_CHATS_PER_IP="")
+    assert decide(g, kind="chat", usage=CHAT_ENTRY).outcome == "admitted"
+    limited = decide(g, kind="chat", usage=CHAT_ENTRY)
+    assert (limited.outcome, limited.limit) == ("rate_limited", 1)
+    assert decide(g, agent_id=AGENT).limit == 5  # calls: their own per_day
+
+
+@pytest.mark.parametrize(
+    ("stored", "default", "expected"),
+    [(None, "0", False), (None, "1", True), ("1", "0", True), ("0", "1", False),
+     ("maybe", "1", True)],
+)  # fmt: skip
+def test_an_admitted_call_says_whether_it_gets_the_transcript(
+    gate, redis, allow_origin, stored, default, expected
+):
+    allow_origin(ORIGIN, AGENT)
+    if stored is not None:
+        redis.hset(f"widget:limits:{ORIGIN}", "transcript", stored)
+    decision = decide(gate(TRANSCRIPT_DEFAULT=default), agent_id=AGENT)
+    assert (decision.outcome, decision.transcript) == ("admitted", expected)
