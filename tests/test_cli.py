@@ -95,7 +95,7 @@ def test_snippet_needs_a_choice_when_several_agents(runner, redis):
 
 LIST_COLUMNS = [
     "entry", "agents", "per_day", "minutes_per_day", "minutes_per_month", "max_concurrent",
-    "minutes_today", "minutes_month", "live",
+    "minutes_today", "minutes_month", "live", "chat_agents", "chats_per_day",
 ]  # fmt: skip
 
 
@@ -150,7 +150,7 @@ def test_origins_list_without_budgets_and_with_a_wrong_key_type(runner, redis):
     runner.invoke(args=["agents", "grant", "https://a.com", "agent_x"])
     redis.sadd("widget:limits:https://a.com", "per_day")  # a set, not a hash
     row = listed(runner)["https://a.com"]
-    assert [row[k] for k in LIST_COLUMNS[2:]] == ["?", "?", "?", "?", "0.0", "0.0", "0"]
+    assert [row[k] for k in LIST_COLUMNS[2:]] == ["?", "?", "?", "?", "0.0", "0.0", "0", "-", "?"]
     redis.delete("widget:limits:https://a.com")
     row = listed(runner)["https://a.com"]
     assert [row[k] for k in LIST_COLUMNS[2:6]] == ["1000", "-", "-", "-"]

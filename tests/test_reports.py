@@ -31,11 +31,18 @@ class Streams:
     def __init__(self, redis):
         self.redis, self.pending = redis, []
 
-    def attempt(self, ts, outcome, origin=A, entry=A, agent="agent_a", call_id=""):
+    def attempt(self, ts, outcome, origin=A, entry=A, agent="agent_a", call_id="", **more):
         fields = dict.fromkeys(FIELDS, "")
         fields.update(ts=str(ts), outcome=outcome, origin=origin, agent_id=agent, call_id=call_id)
         fields["entry"] = entry if outcome not in ("origin_denied", "invalid") else ""
+        fields.update(more)
         self.pending.append(("widget:usage", ts, fields))
+
+    def chat(self, ts, chat_id, messages, end="ended", **where):
+        """A chat started, and its end entry with its visitor message count."""
+        self.attempt(ts, "created", kind="chat", chat_id=chat_id, **where)
+        self.attempt(ts + 60_000, end, kind="chat", chat_id=chat_id, messages=str(messages),
+                     **where)  # fmt: skip
 
     def event(self, ts, name, call_id, origin=A, entry=A, agent="agent_a", duration="", cost=""):
         fields = dict.fromkeys(EVENT_FIELDS, "")
@@ -183,7 +190,8 @@ def test_csv_has_a_header_and_one_column_per_refusal(runner, seeded):
     result = runner.invoke(args=["usage", "report", "--format", "csv"])
     assert result.exit_code == 0, result.output
     rows = list(csv.reader(io.StringIO(result.stdout)))
-    assert rows[0] == ["origin", "attempts", "created", *reports.REFUSALS, "minutes", "cost_usd"]
+    assert rows[0] == ["origin", "attempts", "created", *reports.REFUSALS, "minutes", "cost_usd",
+                       "chats", "messages"]  # fmt: skip
     a = dict(zip(rows[0], rows[1], strict=True))
     assert a["origin"] == A and (a["attempts"], a["created"], a["rate_limited"]) == ("5", "2", "2")
     assert float(a["minutes"]) == 2.0 and float(a["cost_usd"]) == pytest.approx(0.195)
@@ -237,3 +245,34 @@ def test_export_call_events_stream(runner, seeded, redis):
     assert again.stdout == ""
     usage = runner.invoke(args=["usage", "export", "--group", "wh"])  # the default stream
     assert len(usage.stdout.splitlines()) == redis.xlen("widget:usage") == 7
+
+
+def test_chats_and_messages_beside_calls_and_minutes(runner, seeded, streams):
+    t = seeded
+    streams.chat(t + 1000, "chat_1", 4)
+    streams.chat(t + 2000, "chat_2", 7, end="expired")  # nobody ended it: its token did
+    streams.attempt(t + 3000, "rate_limited", kind="chat")
+    streams.chat(t + 4000, "chat_3", 2, origin=B, entry=WILD)
+    streams.flush()
+    a, b = by_group(report(runner))[A], by_group(report(runner))[B]
+    assert (a["attempts"], a["created"], a["chats"], a["messages"]) == (8, 2, 2, 11)
+    assert a["refused"]["rate_limited"] == 3  # calls' and chats' refusals alike
+    assert a["minutes"] == pytest.approx(2.0)  # chats have no minutes
+    assert (b["attempts"], b["created"], b["chats"], b["messages"]) == (2, 1, 1, 2)
+    header, *lines = runner.invoke(args=["usage", "report"]).stdout.splitlines()
+    columns = ["attempts", "created", "chats", "origin_denied", "rate_limited", "busy"]
+    assert header.split() == ["origin", *columns, "minutes", "messages", "cost_usd"]
+    assert lines[0].split() == [A, "8", "2", "2", "0", "3", "1", "2.0", "11", "0.20"]
+    assert lines[-1].split() == ["total", "11", "3", "3", "1", "3", "1", "3.0", "13", "1.20"]
+    result = runner.invoke(args=["usage", "report", "--format", "csv"])
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    a_csv = dict(zip(rows[0], rows[1], strict=True))
+    assert (a_csv["chats"], a_csv["messages"]) == ("2", "11")
+
+
+def test_entries_without_kind_count_as_calls(runner, streams):
+    t = now_ms() - HOUR
+    streams.attempt(t, "created", call_id="call_old")  # kind "" (written before chats)
+    streams.flush()
+    [row] = report(runner)
+    assert (row["attempts"], row["created"], row["chats"], row["messages"]) == (1, 1, 0, 0)

@@ -16,8 +16,8 @@ from app.extensions import redis_store
 from app.policy.verify import PROVIDERS
 
 limits_cli = AppGroup("limits", help="Per-site and per-agent limits, budgets and checks.")
-NUMBERS = ("per_day", "minutes_per_day", "minutes_per_month", "max_concurrent")
-AGENT_FIELDS = ("per_day", "minutes_per_day", "minutes_per_month")
+NUMBERS = ("per_day", "minutes_per_day", "minutes_per_month", "max_concurrent", "chats_per_day")
+AGENT_FIELDS = ("per_day", "minutes_per_day", "minutes_per_month", "chats_per_day")
 CHECKS = ("none", *PROVIDERS)
 
 
@@ -49,7 +49,8 @@ def _value(field: str, value: str) -> str:
 @click.option("--agent", is_flag=True, help="TARGET is an agent id, not an allowlist entry.")
 def limits_set(target, settings, agent):
     """Set FIELD=VALUE on TARGET: per_day, minutes_per_day, minutes_per_month,
-    max_concurrent (N >= 0; 0 pauses; -1 none) and verify (none|pow|turnstile|...)."""
+    max_concurrent, chats_per_day (N >= 0; 0 pauses; -1 none) and verify
+    (none|pow|turnstile|...)."""
     key, fields = _key(target, agent)
     mapping = {}
     for setting in settings:

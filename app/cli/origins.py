@@ -22,7 +22,9 @@ from app.policy.allowlist import allowlist_problems
 from app.policy.origins import InvalidOrigin, canonical_entry
 
 origins_cli = AppGroup("origins", help="The origin allowlist.")
-agents_cli = AppGroup("agents", help="Which agents each origin may use.")
+agents_cli = AppGroup(
+    "agents", help="Which agents (voice, or chat with --chat) each origin may use."
+)
 
 
 def _redis():
@@ -38,6 +40,11 @@ def _entry(value: str) -> str:
     if entry.startswith("http://") and settings.production and not settings.allow_insecure_origins:
         click.echo(f"warning: {entry} is http:// and production refuses it", err=True)
     return entry
+
+
+def _grants(entry: str, chat: bool) -> str:
+    """The key of an entry's voice grants, or of its chat grants."""
+    return redis_store.key("chat-agents" if chat else "agents", entry)
 
 
 def _agent(value: str) -> str:
@@ -61,27 +68,29 @@ def origins_add(origins):
 @click.argument("origins", nargs=-1, required=True)
 @click.option("--keep-agents", is_flag=True, help="Keep the origin's agent grants.")
 def origins_remove(origins, keep_agents):
-    """Stop allowing ORIGINS (and drop their grants)."""
+    """Stop allowing ORIGINS (and drop their voice and chat grants)."""
     entries = [_entry(o) for o in origins]
     pipe = _redis().pipeline()
     pipe.srem(redis_store.key("origins"), *entries)
     if not keep_agents:
-        pipe.delete(*[redis_store.key("agents", e) for e in entries])
+        pipe.delete(*[_grants(e, chat) for e in entries for chat in (False, True)])
     removed = pipe.execute()[0]
     click.echo(f"{removed} removed", err=True)
 
 
 LIMIT_FIELDS = ("per_day", "minutes_per_day", "minutes_per_month", "max_concurrent")
 USED_COLUMNS = ("minutes_today", "minutes_month", "live")
+CHAT_COLUMNS = ("chat_agents", "chats_per_day")
 
 
 @origins_cli.command("list")
 def origins_list():
-    """Allowed origins: agents, budgets in effect, minutes used (UTC day, month), live calls.
+    """Allowed origins: agents, budgets in effect, minutes used (UTC day, month), live
+    calls, chat agents and the chat cap in effect.
 
     Columns (tab-separated; the header goes to stderr): entry, agents, per_day,
     minutes_per_day, minutes_per_month, max_concurrent ("-": none), minutes_today,
-    minutes_month, live. One pipeline for every entry.
+    minutes_month, live, chat_agents, chats_per_day. One pipeline for every entry.
     """
     entries = sorted(_redis().smembers(redis_store.key("origins")))
     settings = current_app.config["SETTINGS"]
@@ -90,28 +99,37 @@ def origins_list():
         settings.minutes_per_origin_day,
         settings.minutes_per_origin_month,
         settings.concurrent_calls_per_origin,
+        settings.rate_limit_chats_per_origin_day,
     )
     now = dt.datetime.now(dt.UTC)
     day, month = now.strftime("%Y-%m-%d"), now.strftime("%Y-%m")
     now_ms = int(now.timestamp() * 1000)
     pipe = _redis().pipeline()
     for entry in entries:
-        pipe.smembers(redis_store.key("agents", entry))
-        pipe.hmget(redis_store.key("limits", entry), LIMIT_FIELDS)
+        pipe.smembers(_grants(entry, chat=False))
+        pipe.hmget(redis_store.key("limits", entry), (*LIMIT_FIELDS, "chats_per_day"))
         pipe.get(redis_store.key("minutes", "origin", entry, day))
         pipe.get(redis_store.key("minutes", "origin", entry, month))
         pipe.zcount(redis_store.key("live", "origin", entry), f"({now_ms}", "+inf")
+        pipe.smembers(_grants(entry, chat=True))
     replies = pipe.execute(raise_on_error=False) if entries else []
-    click.echo("\t".join(("entry", "agents", *LIMIT_FIELDS, *USED_COLUMNS)), err=True)
+    header = ("entry", "agents", *LIMIT_FIELDS, *USED_COLUMNS, *CHAT_COLUMNS)
+    click.echo("\t".join(header), err=True)
     for i, entry in enumerate(entries):
-        agents, limits, used_day, used_month, live = replies[i * 5 : i * 5 + 5]
-        names = ", ".join(sorted(agents)) if isinstance(agents, set) else "(wrong key type)"
+        agents, limits, used_day, used_month, live, chat_agents = replies[i * 6 : i * 6 + 6]
         if isinstance(limits, list):
             budgets = [_effective(v, d) for v, d in zip(limits, defaults, strict=True)]
         else:
-            budgets = ["?"] * len(LIMIT_FIELDS)
+            budgets = ["?"] * (len(LIMIT_FIELDS) + 1)
         used = [_minutes(used_day), _minutes(used_month), live if isinstance(live, int) else "?"]
-        click.echo("\t".join([entry, names or "(no agents)", *budgets, *map(str, used)]))
+        row = [entry, _names(agents, "(no agents)"), *budgets[:-1], *map(str, used)]
+        click.echo("\t".join([*row, _names(chat_agents, "-"), budgets[-1]]))
+
+
+def _names(agents, none: str) -> str:
+    if not isinstance(agents, set):
+        return "(wrong key type)"
+    return ", ".join(sorted(agents)) or none
 
 
 def _effective(stored: str | None, default: int) -> str:
@@ -149,35 +167,48 @@ def origins_check():
     click.echo("allowlist ok", err=True)
 
 
+CHAT_OPTION = click.option(
+    "--chat", is_flag=True, help="Chat agents (widget:chat-agents), not voice agents."
+)
+
+
 @agents_cli.command("grant")
 @click.argument("origin")
 @click.argument("agents", nargs=-1, required=True)
-def agents_grant(origin, agents):
-    """Let ORIGIN use AGENTS (the origin is allowed too)."""
+@CHAT_OPTION
+def agents_grant(origin, agents, chat):
+    """Let ORIGIN use AGENTS (the origin is allowed too); --chat for chat agents."""
     entry = _entry(origin)
     pipe = _redis().pipeline()
     pipe.sadd(redis_store.key("origins"), entry)
-    pipe.sadd(redis_store.key("agents", entry), *[_agent(a) for a in agents])
+    pipe.sadd(_grants(entry, chat), *[_agent(a) for a in agents])
     pipe.execute()
-    click.echo(f"{entry}: {', '.join(sorted(_redis().smembers(redis_store.key('agents', entry))))}")
+    click.echo(f"{entry}: {', '.join(sorted(_redis().smembers(_grants(entry, chat))))}")
 
 
 @agents_cli.command("revoke")
 @click.argument("origin")
 @click.argument("agents", nargs=-1, required=True)
-def agents_revoke(origin, agents):
-    """Stop ORIGIN from using AGENTS."""
+@CHAT_OPTION
+def agents_revoke(origin, agents, chat):
+    """Stop ORIGIN from using AGENTS; --chat for chat agents."""
     entry = _entry(origin)
-    removed = _redis().srem(redis_store.key("agents", entry), *[_agent(a) for a in agents])
+    removed = _redis().srem(_grants(entry, chat), *[_agent(a) for a in agents])
     click.echo(f"{removed} revoked", err=True)
 
 
 @agents_cli.command("list")
 @click.argument("origin")
-def agents_list(origin):
-    """Agents ORIGIN may use."""
-    for agent in sorted(_redis().smembers(redis_store.key("agents", _entry(origin)))):
-        click.echo(agent)
+@CHAT_OPTION
+def agents_list(origin, chat):
+    """Agents ORIGIN may use: voice agents, then chat agents marked "(chat)"; with --chat,
+    only the chat agents, unmarked."""
+    entry = _entry(origin)
+    if not chat:
+        for agent in sorted(_redis().smembers(_grants(entry, chat=False))):
+            click.echo(agent)
+    for agent in sorted(_redis().smembers(_grants(entry, chat=True))):
+        click.echo(agent if chat else f"{agent}\t(chat)")
 
 
 @click.command("snippet")

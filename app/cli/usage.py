@@ -40,7 +40,8 @@ def _line(entry_id: str, fields: dict) -> str:
             f"{fields.get('status', ''):<3}",
             f"{fields.get('origin', '') or '-':<32}",
             fields.get("agent_id", "") or "-",
-            fields.get("call_id", "") or "",
+            fields.get("call_id", "") or fields.get("chat_id", "") or "",
+            f"messages={fields['messages']}" if fields.get("messages") else "",
         ]
     ).rstrip()
 
@@ -71,7 +72,8 @@ def usage_tail(count, follow):
     show_default=True,
 )
 def usage_report(since, by, fmt):
-    """Attempts, created calls, refusals, settled minutes and cost per group."""
+    """Attempts, created calls, chats, refusals, settled minutes, cost and chat messages
+    per group."""
     rows = reports.summarise(
         _redis(), redis_store.key("usage"), redis_store.key("call-events"), _since(since), by
     )
@@ -81,33 +83,42 @@ def usage_report(since, by, fmt):
     elif fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow([by, "attempts", "created", *reasons, "minutes", "cost_usd"])
+        writer.writerow(
+            [by, "attempts", "created", *reasons, "minutes", "cost_usd", "chats", "messages"]
+        )
         for row in rows:
             refused = [row.refused[reason] for reason in reasons]
-            writer.writerow(
-                [row.group, row.attempts, row.created, *refused, row.minutes, row.cost_usd]
-            )
+            writer.writerow([row.group, row.attempts, row.created, *refused, row.minutes,
+                             row.cost_usd, row.chats, row.messages])  # fmt: skip
         click.echo(out.getvalue(), nl=False)
     else:
         _table(by, rows, [r for r in reasons if any(row.refused[r] for row in rows)])
 
 
 def _table(by: str, rows: list, reasons: list[str]) -> None:
-    """attempts and created first (as before), the refusals seen, then minutes and cost."""
+    """attempts and created first (as before), chats when there were any, the refusals
+    seen, then minutes, messages (with chats) and cost."""
     total = reports.Row("total")
     for row in rows:
         total.attempts += row.attempts
         total.created += row.created
+        total.chats += row.chats
+        total.messages += row.messages
         total.refused.update(row.refused)
         total.duration_ms += row.duration_ms
         total.cost_cents += row.cost_cents
-    headers = ["attempts", "created", *reasons, "minutes", "cost_usd"]
+    chats = bool(total.chats or total.messages)
+    headers = ["attempts", "created", *(["chats"] if chats else []), *reasons, "minutes",
+               *(["messages"] if chats else []), "cost_usd"]  # fmt: skip
 
     def cells(row) -> list[str]:
         refused = [str(row.refused[reason]) for reason in reasons]
         minutes = f"{row.duration_ms / 60000:.1f}"
         cost = f"{row.cost_cents / 100:.2f}"
-        return [str(row.attempts), str(row.created), *refused, minutes, cost]
+        if not chats:
+            return [str(row.attempts), str(row.created), *refused, minutes, cost]
+        return [str(row.attempts), str(row.created), str(row.chats), *refused, minutes,
+                str(row.messages), cost]  # fmt: skip
 
     lines = [[by, *headers], *([row.group or "-", *cells(row)] for row in [*rows, total])]
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]

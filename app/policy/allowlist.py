@@ -43,14 +43,19 @@ def allowlist_problems(
         pipe.type(key("agents", entry))
         pipe.scard(key("agents", entry))
         pipe.hget(key("limits", entry), "verify")
+        pipe.type(key("chat-agents", entry))
+        pipe.scard(key("chat-agents", entry))
     replies = pipe.execute(raise_on_error=False)
-    for entry, agents_type, size, policy in zip(
-        entries, replies[::3], replies[1::3], replies[2::3], strict=True
-    ):
+    for i, entry in enumerate(entries):
+        agents_type, size, policy, chat_type, chat_size = replies[i * 5 : i * 5 + 5]
         if agents_type not in ("set", "none"):
             problems.append(f"{key('agents', entry)} is a {agents_type}, not a set: no agent")
-        elif not isinstance(size, int) or size == 0:
-            problems.append(f"origin {entry} has no agents: it can start no call")
+        if chat_type not in ("set", "none"):
+            problems.append(f"{key('chat-agents', entry)} is a {chat_type}, not a set: no agent")
+        voice = isinstance(size, int) and size > 0
+        chat = isinstance(chat_size, int) and chat_size > 0
+        if agents_type in ("set", "none") and not voice and not chat:
+            problems.append(f"origin {entry} has no agents: it can start no call or chat")
         policy = policy if isinstance(policy, str) and policy else default
         if not ready.get(policy, policy == "none"):
             problems.append(

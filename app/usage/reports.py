@@ -12,13 +12,13 @@ from collections.abc import Iterator
 
 import redis
 
-from app.usage.entry import OUTCOMES
+from app.usage.entry import END_OUTCOMES, OUTCOMES
 
 # usage report --by: the field each stream's entries are grouped by (day and month: UTC ts).
 BY = ("origin", "entry", "agent", "outcome", "day", "month")
 FIELD = {"origin": "origin", "entry": "entry", "agent": "agent_id", "outcome": "outcome"}
 PERIOD = {"day": "%Y-%m-%d", "month": "%Y-%m"}
-REFUSALS = tuple(o for o in OUTCOMES if o != "created")  # every outcome that is not a call
+REFUSALS = tuple(o for o in OUTCOMES if o != "created")  # every attempt that started nothing
 BATCH = 1000
 
 
@@ -53,11 +53,14 @@ def scan(
 
 @dataclasses.dataclass
 class Row:
-    """One group of `usage report`: attempts by outcome, settled minutes and cost."""
+    """One group of `usage report`: attempts by outcome (created calls and chats apart),
+    settled minutes and cost, and the visitor messages of the chats that ended."""
 
     group: str
     attempts: int = 0
-    created: int = 0
+    created: int = 0  # calls
+    chats: int = 0  # chats started
+    messages: int = 0  # visitor messages, counted when their chat ended
     refused: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     duration_ms: int = 0
     cost_cents: decimal.Decimal = decimal.Decimal(0)
@@ -78,6 +81,8 @@ class Row:
             "refused": {reason: self.refused[reason] for reason in reasons},
             "minutes": self.minutes,
             "cost_usd": self.cost_usd,
+            "chats": self.chats,
+            "messages": self.messages,
         }
 
 
@@ -128,7 +133,8 @@ def summarise(
 ) -> list[Row]:
     """Rows per group over the window: day and month in order, others most attempts first.
 
-    Attempts come from the usage stream. Minutes are each call's last call_ended duration
+    Attempts, created calls and chats come from the usage stream, and messages from its
+    chat end entries (in the group of the end). Minutes are each call's last call_ended duration
     and cost its latest cost_cents, both in the group of that call_ended (for day and month,
     its date; a cost without a call_ended in the window goes to the cost event's group).
     Both streams are read in batches; what stays in memory is one counter row per group and
@@ -144,12 +150,17 @@ def summarise(
 
     for entry_id, fields in scan(client, usage_stream, start, batch):
         target = row(_group(by, entry_id, fields))
-        target.attempts += 1
         outcome = fields.get("outcome", "")
-        if outcome == "created":
-            target.created += 1
-        else:
+        if outcome in END_OUTCOMES:  # a chat's end: its messages, not an attempt
+            target.messages += _duration(fields.get("messages"))
+            continue
+        target.attempts += 1
+        if outcome != "created":
             target.refused[outcome or "unknown"] += 1
+        elif fields.get("kind") == "chat":  # entries from before `kind` are calls
+            target.chats += 1
+        else:
+            target.created += 1
 
     # call id -> (group of its last call_ended, duration_ms, group of its latest cost, cents)
     calls: dict[str, tuple] = {}
