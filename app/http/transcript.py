@@ -79,8 +79,8 @@ def transcript_grant(decision, call_id: str, origin: str) -> dict:
     }
 
 
-def _forbidden(code: str, message: str) -> ApiError:
-    return ApiError(403, code, message)
+def _origin_refused() -> ApiError:
+    return ApiError(403, "origin_not_allowed", "This site may not read this transcript.")
 
 
 def _request_origin() -> tuple[str, str | None]:
@@ -103,20 +103,24 @@ def _token() -> str:
 @bp.route("/calls/<call_id>/transcript", methods=["GET", "OPTIONS"])
 @cors.exact
 def stream(call_id: str):
+    if not CALL_ID.fullmatch(call_id):  # no token is for it
+        raise ApiError(403, "transcript_wrong_call", "This token is for another call.")
     raw_origin, origin = _request_origin()
     if request.method == "OPTIONS":
         return _preflight(raw_origin, origin)
     try:
         claims = current_app.extensions["tokens"].verify(PURPOSE, _token())
     except TokenExpired:
-        raise _forbidden("transcript_token_expired", "This transcript link has expired.") from None
+        raise ApiError(403, "transcript_token_expired", "This transcript has expired.") from None
     except TokenInvalid:
-        raise _forbidden("transcript_token_invalid", "This transcript link is not valid.") from None
+        raise ApiError(
+            403, "transcript_token_invalid", "The transcript token is not valid."
+        ) from None
     if not origin or claims.get("o") != origin:
-        raise _forbidden("origin_not_allowed", "This site may not read this transcript.")
+        raise _origin_refused()
     cors.allow(raw_origin)
-    if not CALL_ID.fullmatch(call_id) or claims.get("c") != call_id:
-        raise _forbidden("transcript_wrong_call", "This link is for another call.")
+    if claims.get("c") != call_id:
+        raise ApiError(403, "transcript_wrong_call", "This token is for another call.")
     relay = current_app.extensions["transcripts"]
     try:
         listener = relay.open(call_id, claims["exp"], request.headers.get("Last-Event-ID"))
@@ -154,7 +158,7 @@ def _preflight(raw_origin: str, origin: str | None):
     if origin and is_insecure(origin) and not settings.insecure_origins_allowed:
         origin = None
     if not origin or method.upper() != "GET":
-        raise _forbidden("origin_not_allowed", "This site may not read this transcript.")
+        raise _origin_refused()
     implicit = not settings.production and is_dev_loopback(origin)
     try:
         decision = current_app.extensions["admission"].decide(
@@ -164,7 +168,7 @@ def _preflight(raw_origin: str, origin: str | None):
         log.error("redis unavailable: %s", type(exc).__name__)
         raise ApiError(503, "unavailable", "The service is temporarily unavailable.") from None
     if decision.outcome != admission.ADMITTED:
-        raise _forbidden("origin_not_allowed", "This site may not read this transcript.")
+        raise _origin_refused()
     cors.allow(raw_origin)
     response = cors.preflight_response("GET, OPTIONS", settings.cors_max_age)
     response.headers["Access-Control-Allow-Headers"] = "Authorization, Last-Event-ID"
