@@ -148,11 +148,11 @@ def test_chat_messages_outwait_the_default_read_timeout(tmp_path, dist_dir, slow
         assert other.status == 503 and other.json()["error"] == "unavailable"  # 1 s: 504
 
 
-# -- real gunicorn (deploy config, gevent) behind nginx ----------------------------------
+# -- real gunicorn (deploy config) behind nginx: gevent (the default) and gthread --------
 
 
-@pytest.fixture(scope="module")
-def transcript_stack(tmp_path_factory, dist_dir, redis_server, _fake_retell_server,
+@pytest.fixture(scope="module", params=["gevent", "gthread"])
+def transcript_stack(request, tmp_path_factory, dist_dir, redis_server, _fake_retell_server,
                      _fake_monitor_server):  # fmt: skip
     from tests.deploy.conftest import _need_nginx
 
@@ -163,7 +163,7 @@ def transcript_stack(tmp_path_factory, dist_dir, redis_server, _fake_retell_serv
         redis_server.url,
         _fake_retell_server,
         GUNICORN_BIND=f"unix:{sock}",
-        GUNICORN_WORKER_CLASS="gevent",
+        GUNICORN_WORKER_CLASS=request.param,
         RETELL_MONITOR_BASE=_fake_monitor_server.url,
         TOKEN_SIGNING_KEY=SIGNING_KEY,
     )
@@ -175,6 +175,7 @@ def transcript_stack(tmp_path_factory, dist_dir, redis_server, _fake_retell_serv
     try:
         assert wait_until(lambda: sock.exists() or proc.poll() is not None, 20), log.read_text()
         assert proc.poll() is None, log.read_text()
+        assert f"Using worker: {request.param}" in log.read_text()
         with run_nginx(base / "nginx", upstream=f"unix:{sock}", dist_root=dist_dir) as nginx:
             yield nginx, log
     finally:
@@ -189,11 +190,9 @@ def _listen(nginx, call_id: str, token: str | None = None) -> Sse:
     return Sse(url, {"Origin": ORIGIN})
 
 
-def test_gevent_listeners_share_one_upstream_and_hear_it_live(
-    transcript_stack, fake_monitor, redis
-):
+def test_listeners_share_one_upstream_and_hear_it_live(transcript_stack, fake_monitor, redis):
     nginx, log = transcript_stack
-    call = "call_gevent"
+    call = "call_stack"
     streams = [_listen(nginx, call), _listen(nginx, call)]
     assert [s.status for s in streams] == [200, 200]
     assert fake_monitor.wait_open(call, 1)
@@ -214,11 +213,11 @@ def test_gevent_listeners_share_one_upstream_and_hear_it_live(
     assert wait_until(lambda: not redis.exists(f"{base}:relay", f"{base}:listeners"), 5)
 
 
-def test_gevent_a_listener_leaving_through_nginx_closes_the_upstream(
+def test_a_listener_leaving_through_nginx_closes_the_upstream(
     transcript_stack, fake_monitor, redis
 ):
     nginx, log = transcript_stack
-    call = "call_gevent_leave"
+    call = "call_stack_leave"
     stream = _listen(nginx, call)
     assert stream.status == 200
     assert fake_monitor.wait_open(call, 1)
@@ -228,9 +227,9 @@ def test_gevent_a_listener_leaving_through_nginx_closes_the_upstream(
     assert wait_until(lambda: not redis.exists(f"widget:transcript:{call}:relay"), 5)
 
 
-def test_gevent_stream_leaks_neither_token_nor_key(transcript_stack, fake_monitor):
+def test_stream_leaks_neither_token_nor_key(transcript_stack, fake_monitor):
     nginx, log = transcript_stack
-    call = "call_gevent_logs"
+    call = "call_stack_logs"
     token = TokenSigner(SIGNING_KEY.encode()).sign(
         "transcript", {"c": call, "e": ORIGIN, "o": ORIGIN}, int(time.time()) + 600
     )
@@ -250,9 +249,9 @@ def test_gevent_stream_leaks_neither_token_nor_key(transcript_stack, fake_monito
     assert "Traceback" not in log.read_text()
 
 
-def test_gevent_the_key_reaches_retell_only(transcript_stack, fake_monitor):
+def test_the_key_reaches_retell_only(transcript_stack, fake_monitor):
     nginx, _ = transcript_stack
-    call = "call_gevent_key"
+    call = "call_stack_key"
     stream = _listen(nginx, call)
     fake_monitor.end(call)
     stream.until_end()
