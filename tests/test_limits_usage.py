@@ -322,6 +322,13 @@ def test_every_key_written_is_in_the_readme_key_table(client_factory, allow_orig
     call = {"call_id": created.json["call_id"], "duration_ms": 1000}
     deliver(client, client.application.config["SETTINGS"].retell_api_key.reveal(),
             "call_ended", call)  # fmt: skip
+    redis.sadd(f"widget:chat-agents:{ORIGIN}", "agent_chat_echo")
+    redis.hset("widget:limits:agent:agent_chat_echo", "chats_per_day", 100)
+    chat = client.post("/api/chat", json={}, headers={"Origin": ORIGIN}).json
+    body = {"chat_token": chat["chat_token"], "content": "hi"}
+    assert (
+        client.post("/api/chat/messages", json=body, headers={"Origin": ORIGIN}).status_code == 200
+    )
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("## Redis keys") : readme.index("### The same with the CLI")]
     patterns = [  # <placeholder> stands for any text; the rest is literal
@@ -338,7 +345,10 @@ def test_every_key_written_is_in_the_readme_key_table(client_factory, allow_orig
     keys = redis.keys("widget:*")
     assert {k.split(":")[1] for k in keys} >= {
         "origins", "agents", "limits", "rl", "usage", "minutes", "live", "call", "calls",
-        "webhook", "webhooks", "call-events", "verify",
+        "webhook", "webhooks", "call-events", "verify", "chat-agents", "chat", "chats",
+    }  # fmt: skip
+    assert {k for k in keys if k.startswith("widget:rl:chat:")} >= {
+        "widget:rl:chat:ip:127.0.0.1:60", f"widget:rl:chat:messages:{chat['chat_id']}",
     }  # fmt: skip
     for key in keys:
         assert any(p.match(key) for p in patterns), key
