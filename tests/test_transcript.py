@@ -304,6 +304,18 @@ def test_refused_with_403(served, fake_monitor, case, code):
     assert fake_monitor.call("call_x").connections == 0
 
 
+def test_head_opens_nothing(served, fake_monitor, redis):
+    token = grant(served.app, "call_head")["transcript_token"]
+    conn = http.client.HTTPConnection(urlsplit(served.url).hostname, urlsplit(served.url).port)
+    conn.request("HEAD", f"/api/calls/call_head/transcript?token={token}",
+                 headers={"Origin": ORIGIN})  # fmt: skip
+    answer = conn.getresponse()
+    assert answer.status == 200 and answer.headers["Content-Type"].startswith("text/event-stream")
+    conn.close()
+    assert redis.keys(f"{PREFIX}transcript:*") == []
+    assert fake_monitor.call("call_head").connections == 0
+
+
 def test_bearer_header_works_and_preflight_is_exact(served, fake_monitor, allow_origin):
     call = "call_bearer"
     token = grant(served.app, call)["transcript_token"]

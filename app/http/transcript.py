@@ -121,13 +121,15 @@ def stream(call_id: str):
     cors.allow(raw_origin)
     if claims.get("c") != call_id:
         raise ApiError(403, "transcript_wrong_call", "This token is for another call.")
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    if request.method == "HEAD":  # nothing would read the stream: open no listener
+        return Response(mimetype="text/event-stream", headers=headers)
     relay = current_app.extensions["transcripts"]
     try:
         listener = relay.open(call_id, claims["exp"], request.headers.get("Last-Event-ID"))
     except redis.RedisError as exc:
         log.error("redis unavailable: %s", type(exc).__name__)
         raise ApiError(503, "unavailable", "The service is temporarily unavailable.") from None
-    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return Response(_sse(listener), mimetype="text/event-stream", headers=headers)
 
 
