@@ -103,7 +103,7 @@ def test_an_unlisted_origin_gets_no_cors_and_no_chat(client, chatting, fake_rete
     response = start_chat(client, origin="https://evil.example")
     assert_error(response, 403, "origin_not_allowed")
     assert "Access-Control-Allow-Origin" not in response.headers
-    assert fake_retell.chat.log == []
+    assert fake_retell.requests == []
 
 
 def test_messages_are_answered_by_the_agent_only(client, chatting, fake_retell):
@@ -195,8 +195,8 @@ def test_end_is_idempotent_and_recorded_once_with_its_message_count(
         assert end.status_code == 204 and end.data == b""
         assert "Content-Type" not in end.headers
         assert end.headers["Access-Control-Allow-Origin"] == ORIGIN
-    ends = [e for e in fake_retell.chat.log if e["endpoint"] == "end-chat"]
-    assert len(ends) == 1 and ends[0]["status"] == 204
+    ends = [r for r in fake_retell.requests if r["path"].startswith("/end-chat/")]
+    assert len(ends) == 1 and ends[0]["method"] == "PATCH"
     entries = usage_entries()
     assert [(e["kind"], e["outcome"]) for e in entries] == [("chat", "created"), ("chat", "ended")]
     ended = entries[1]
@@ -239,9 +239,12 @@ def test_history_has_agent_and_user_messages_and_needs_the_bearer_header(
     }
     for headers in ({"Origin": ORIGIN}, {"Origin": ORIGIN, "Authorization": f"Basic {token}"},
                     {"Origin": ORIGIN, "Authorization": "Bearer "}):  # fmt: skip
-        assert_error(client.get("/api/chat/history", headers=headers), 403, "chat_token_invalid")
+        missing = client.get("/api/chat/history", headers=headers)
+        assert_error(missing, 401, "chat_token_invalid")
+        assert missing.headers["WWW-Authenticate"] == "Bearer"
+        assert missing.headers["Access-Control-Allow-Origin"] == ORIGIN
     query = client.get(f"/api/chat/history?chat_token={token}", headers={"Origin": ORIGIN})
-    assert_error(query, 403, "chat_token_invalid")  # never from a URL
+    assert_error(query, 401, "chat_token_invalid")  # never from a URL
 
 
 def test_history_marks_a_chat_ended_upstream(client, chatting, fake_retell):
@@ -341,7 +344,7 @@ def test_create_failures_map_like_calls_and_are_recorded(
     assert_error(response, status, code)
     assert response.headers["Access-Control-Allow-Origin"] == ORIGIN
     assert "Invalid API key" not in response.get_data(as_text=True)
-    creates = [e for e in fake_retell.chat.log if e["endpoint"] == "create-chat"]
+    creates = [r for r in fake_retell.requests if r["path"] == "/create-chat"]
     assert len(creates) == 1  # never retried
     [entry] = usage_entries()
     assert (entry["kind"], entry["outcome"], entry["status"], entry["error"]) == (

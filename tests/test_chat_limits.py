@@ -84,7 +84,7 @@ def test_chat_starts_per_ip_are_exact_under_100_simultaneous_starts(
     served = serve_app(RATE_LIMIT_CHATS_PER_IP="5 per minute")
     statuses = [a.status_code for a in at_once(100, lambda i: http_start(served.url))]
     assert statuses.count(201) == 5 and statuses.count(429) == 95
-    assert len([e for e in fake_retell.chat.log if e["endpoint"] == "create-chat"]) == 5
+    assert len([r for r in fake_retell.requests if r["path"] == "/create-chat"]) == 5
     entries = usage_entries()
     assert len(entries) == 100 and {e["kind"] for e in entries} == {"chat"}
     assert sorted(e["outcome"] for e in entries).count("rate_limited") == 95
@@ -155,7 +155,7 @@ def test_verification_on_a_chat_for_an_entry_that_requires_it(
     assert [e["outcome"] for e in usage_entries()] == [
         "verification_required", "created", "verification_failed", "verification_failed",
     ]  # fmt: skip
-    assert len([e for e in fake_retell.chat.log if e["endpoint"] == "create-chat"]) == 1
+    assert len([r for r in fake_retell.requests if r["path"] == "/create-chat"]) == 1
 
 
 def test_a_verification_token_admits_one_call_or_one_chat(make_app, allow_origin, redis):
@@ -203,7 +203,7 @@ def test_a_redis_error_on_a_record_gives_the_chat_up(client, chatting, fake_rete
 
     monkeypatch.setattr(ledger, "created", broken)
     assert_error(start_chat(client), 503, "unavailable")
-    ends = [e for e in fake_retell.chat.log if e["endpoint"] == "end-chat"]
+    ends = [r for r in fake_retell.requests if r["path"].startswith("/end-chat/")]
     assert len(ends) == 1  # the chat Retell made is ended, not left open
 
 
@@ -257,7 +257,7 @@ def test_the_sweep_is_bounded_on_the_request_path_and_the_cli_does_the_rest(
     assert sorted(e["chat_id"] for e in expired) == sorted(f"chat_seed{i}" for i in range(25))
     assert redis.zcard("widget:chats:live") == 1  # only the live one
     assert runner.invoke(args=["chats", "sweep"]).stderr.startswith("0 closed")
-    ends = [e for e in fake_retell.chat.log if e["endpoint"] == "end-chat"]
+    ends = [r for r in fake_retell.requests if r["path"].startswith("/end-chat/")]
     assert len(ends) == 5  # the CLI ends them upstream (404 here: the fake never had them)
     assert "not ended upstream" in result.stderr
 

@@ -9,6 +9,10 @@ spec gives as its example is allowlisted with exactly one agent, so the happy pa
 Bounded and reproducible: a fixed seed, derandomized, no example database, MAX_EXAMPLES
 per operation (the whole file runs in seconds).
 
+The chat routes that take a chat token cannot be reached by a random token: a generated
+token that the spec calls valid is swapped for a real chat's (a fresh chat each time), so
+their happy path is checked as well; the case stays exactly as valid as it was generated.
+
 A second, table-driven test sends edge values that random generation rarely draws (a
 trailing newline, non-ASCII digits, null) and asserts that the server refuses exactly what
 the spec's own schemas refuse.
@@ -38,6 +42,9 @@ AGENT = "agent_abc"
 SEED = 20261201
 MAX_EXAMPLES = 100
 MAX_BODY = 8 * 1024  # docs/openapi.yaml, CreateWebCallRequest: 8192 bytes as sent
+# Each route's body limit, as sent (docs/openapi.yaml); the webhook's is 1 MiB.
+BODY_LIMITS = {"/api/create-web-call": MAX_BODY, "/api/chat": MAX_BODY,
+               "/api/chat/messages": 32 * 1024, "/api/chat/end": MAX_BODY}  # fmt: skip
 
 # 413 is how the spec says an over-8-KiB body is refused, before any field is read and
 # whatever the fields hold. JSON Schema cannot say "at most 8192 bytes once serialized", and
@@ -70,31 +77,46 @@ schema = schemathesis.openapi.from_path(SPEC_PATH, config=CONFIG)
 
 @schemathesis.check
 def body_size_limit(ctx, response, case):
-    """413 exactly when the body sent is over 8 KiB (unless the origin or media type is
-    refused first: 403, 415). The webhook takes up to 1 MiB."""
-    if case.path != "/api/create-web-call":
+    """413 exactly when the body sent is over the route's limit (unless the origin or media
+    type is refused first: 403, 415). The webhook takes up to 1 MiB."""
+    limit = BODY_LIMITS.get(case.path)
+    if limit is None or case.method.upper() != "POST":
         return None
     sent = response.request.body or b""
     size = len(sent.encode() if isinstance(sent, str) else sent)
     if response.status_code == 413:
-        assert size > MAX_BODY, f"413 for a body of {size} bytes (the limit is {MAX_BODY})"
-    elif size > MAX_BODY:
+        assert size > limit, f"413 for a body of {size} bytes (the limit is {limit})"
+    elif size > limit:
         assert response.status_code in (403, 415), (
-            f"{response.status_code} for a body of {size} bytes (over {MAX_BODY}: expected 413)"
+            f"{response.status_code} for a body of {size} bytes (over {limit}: expected 413)"
         )
     return None
 
 
 # What the fuzzer must have reached, so the happy path's answers were checked too.
-HAPPY = {("POST", "/api/create-web-call"): 201, ("OPTIONS", "/api/create-web-call"): 204}
+HAPPY = {("POST", "/api/create-web-call"): 201, ("OPTIONS", "/api/create-web-call"): 204,
+         ("POST", "/api/chat"): 201, ("OPTIONS", "/api/chat"): 204,
+         ("POST", "/api/chat/messages"): 200, ("OPTIONS", "/api/chat/messages"): 204,
+         ("POST", "/api/chat/end"): 204, ("OPTIONS", "/api/chat/end"): 204,
+         ("GET", "/api/chat/history"): 200, ("OPTIONS", "/api/chat/history"): 204}  # fmt: skip
+TOKEN_BODIES = ("/api/chat/messages", "/api/chat/end")
+HISTORY = SPEC["paths"]["/api/chat/history"]["get"]["parameters"]
+BEARER = re.compile(
+    next(p for p in HISTORY if p.get("name") == "Authorization")["schema"]["pattern"]
+)
 
 
 @pytest.fixture
-def api(request, serve_app, allow_origin):
+def api(request, serve_app, allow_origin, redis):
     """The served app (.url) and the statuses this operation's examples got (.statuses)."""
     allow_origin(ORIGIN, AGENT)
-    # No daily cap, and the fixtures' per-IP limit of 1000/min: a limit is never the answer.
-    served = serve_app(RATE_LIMIT_PER_ORIGIN_DAY=0, LOG_LEVEL="WARNING")
+    redis.sadd(f"widget:chat-agents:{ORIGIN}", AGENT)  # the same id is its one chat agent too
+    # No daily cap, and per-IP limits of 1000/min: a limit is never the answer.
+    served = serve_app(
+        RATE_LIMIT_PER_ORIGIN_DAY=0, RATE_LIMIT_CHATS_PER_ORIGIN_DAY=0,
+        RATE_LIMIT_CHATS_PER_IP="1000 per minute", CHAT_MAX_MESSAGES=0,
+        CHAT_MESSAGES_PER_MINUTE=0, LOG_LEVEL="WARNING",
+    )  # fmt: skip
     served.statuses = collections.defaultdict(collections.Counter)
     failed = request.session.testsfailed
     yield served
@@ -122,8 +144,29 @@ def session():
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 def test_api_conforms_to_its_spec(case, api, session):
+    use_a_real_chat(case, api, session)
     response = case.call_and_validate(base_url=api.url, session=session, timeout=10)
     api.statuses[(case.method.upper(), case.path)][response.status_code] += 1
+
+
+def use_a_real_chat(case, api, session) -> None:
+    """A chat token the spec calls valid becomes a fresh real chat's token."""
+    if case.method.upper() == "OPTIONS":
+        return
+    if case.path in TOKEN_BODIES and isinstance(case.body, dict):
+        token = case.body.get("chat_token")
+        if isinstance(token, str) and 1 <= len(token) <= 1024:
+            case.body["chat_token"] = _fresh_chat(api, session)
+    elif case.path == "/api/chat/history" and BEARER.search(
+        str((case.headers or {}).get("Authorization", ""))
+    ):
+        case.headers["Authorization"] = "Bearer " + _fresh_chat(api, session)
+
+
+def _fresh_chat(api, session) -> str:
+    answer = session.post(f"{api.url}/api/chat", json={}, headers={"Origin": ORIGIN}, timeout=10)
+    assert answer.status_code == 201, answer.text
+    return answer.json()["chat_token"]
 
 
 # --- edge values: the server refuses what the spec's schemas refuse, and only that --------
@@ -222,3 +265,19 @@ def test_any_request_id_is_accepted_and_a_malformed_one_replaced(given, client):
     answered = response.headers["X-Request-ID"]
     assert RESPONSE_REQUEST_ID.match(answered)
     assert (answered == given) == bool(re.fullmatch(r"[A-Za-z0-9._:-]{1,64}", given))
+
+
+MESSAGE = _validator({"$ref": "#/components/schemas/ChatMessageRequest"})
+CONTENTS = ["a", " a ", "x" * 2000, "x" * 2001, "", " ", "\t\n ", "\u00a0", "\u3000",
+            "\u00a0a", "é" * 2000, "👋", None, 5, ["a"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("content", CONTENTS, ids=lambda c: repr(c)[:16])
+def test_chat_messages_refuse_exactly_what_the_spec_refuses(content, make_app, redis):
+    redis.sadd("widget:origins", ORIGIN)
+    redis.sadd(f"widget:chat-agents:{ORIGIN}", AGENT)
+    client = make_app(LOG_LEVEL="WARNING").test_client()
+    token = client.post("/api/chat", json={}, headers={"Origin": ORIGIN}).get_json()["chat_token"]
+    body = {"chat_token": token, "content": content}
+    response = client.post("/api/chat/messages", json=body, headers={"Origin": ORIGIN})
+    assert response.status_code == (200 if MESSAGE.is_valid(body) else 400), response.get_json()

@@ -281,11 +281,13 @@ def _token_field(body: dict) -> str:
 
 
 def _bearer() -> str:
+    """The history's token; no `Authorization: Bearer` at all is a 401 (RFC 6750)."""
     scheme, _, value = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         raise ApiError(
-            403, "chat_token_invalid", "Send the chat token as Authorization: Bearer <token>."
-        )
+            401, "chat_token_invalid", "Send the chat token as Authorization: Bearer <token>.",
+            {"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
     return value.strip()
 
 
