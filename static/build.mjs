@@ -1,4 +1,4 @@
-// Builds dist/v1/* (loader, CSS, lazily loaded engines and verification checks) and
+// Builds dist/v1/* (loader, CSS, lazily loaded engines, verification checks, chat) and
 // dist/manifest.json.
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
@@ -25,7 +25,15 @@ const common = {
 
 const sri = (name) => `sha384-${createHash('sha384').update(readFileSync(`${OUT}/${name}`)).digest('base64')}`;
 const LANGS = ['es', 'fr', 'de']; // src/i18n/<lang>.js -> i18n-<lang>.js (English is built in)
-const LAZY = ['retell-widget.css', 'engine-gateway.js', 'engine-livekit.js', 'verify.js', ...LANGS.map((l) => `i18n-${l}.js`)];
+const LAZY = [
+  'retell-widget.css',
+  'engine-gateway.js',
+  'engine-livekit.js',
+  'verify.js',
+  'chat.js',
+  'chat.css',
+  ...LANGS.map((l) => `i18n-${l}.js`),
+];
 
 // The proof-of-work worker's source, built first: verify.js carries it as a string and starts
 // it from a Blob (a worker must be same-origin with the page), so the hash the loader pins
@@ -39,6 +47,8 @@ await Promise.all([
   build({ ...common, entryPoints: ['src/widget.css'], outfile: `${OUT}/retell-widget.css` }),
   build({ ...common, entryPoints: ['src/engines/gateway.js'], outfile: `${OUT}/engine-gateway.js` }),
   build({ ...common, entryPoints: ['src/engines/livekit.js'], outfile: `${OUT}/engine-livekit.js` }),
+  build({ ...common, entryPoints: ['src/chat/index.js'], outfile: `${OUT}/chat.js` }),
+  build({ ...common, entryPoints: ['src/chat/chat.css'], outfile: `${OUT}/chat.css` }),
   ...LANGS.map((l) => build({ ...common, entryPoints: [`src/i18n/${l}.js`], outfile: `${OUT}/i18n-${l}.js` })),
   build({
     ...common,

@@ -7,6 +7,8 @@ export const LANGS = ['es', 'fr', 'de'];
 export const STRINGS = {
   en: {
     call: 'Talk to our AI agent',
+    open_chat: 'Chat with our AI agent', // the launcher in chat-only mode
+    type: 'Type instead', // hybrid: beside the launcher, and after a microphone error
     title: 'AI voice agent',
     mic: 'Please allow microphone access…',
     connecting: 'Connecting…',

@@ -1,6 +1,7 @@
 // Loader: UI in a Shadow DOM, state machine, token request. Knows nothing about WebRTC:
 // call engines are separate files, fetched on demand, sharing one tiny interface. So is the
-// check a site may ask for before a call (verify.js, with its own strings: docs/widget.md).
+// check a site may ask for before a call (verify.js, with its own strings: docs/widget.md),
+// and the text chat (chat.js + chat.css): here only its launcher buttons and stubs.
 import { LANGS, STRINGS } from './i18n.js';
 
 // Captured while this script runs: engine files and the CSS live beside it.
@@ -20,12 +21,14 @@ const engines = {}; // name -> Promise<factory>
 const defined = {}; // name -> resolve
 const POSITIONS = ['bottom-right', 'bottom-left', 'top-right', 'top-left'];
 const THEMES = ['purple', 'blue', 'green', 'dark', 'light'];
+const MODES = ['voice', 'chat', 'hybrid'];
 const COLORS = { primary: '--a', background: '--bg', text: '--fg' };
 const LONG = 300; // seconds: a budget_exhausted pause longer than this offers no retry
 
 const ICON = (d) =>
   `<svg viewBox="0 0 24 24" aria-hidden="true" focusable="false"><path d="${d}"/></svg>`;
 const MIC = ICON('M12 14a3 3 0 0 0 3-3V5a3 3 0 0 0-6 0v6a3 3 0 0 0 3 3zm5-3a5 5 0 0 1-10 0H5a7 7 0 0 0 6 6.9V21h2v-3.1a7 7 0 0 0 6-6.9z');
+const CHAT = ICON('M20 2H4a2 2 0 0 0-2 2v18l4-4h14a2 2 0 0 0 2-2V4a2 2 0 0 0-2-2z');
 const CLOSE = ICON('M19 6.4 17.6 5 12 10.6 6.4 5 5 6.4l5.6 5.6L5 17.6 6.4 19l5.6-5.6 5.6 5.6 1.4-1.4-5.6-5.6z');
 const HANG = ICON('M12 9c-1.6 0-3.1.3-4.6.7v3.1c0 .4-.2.7-.6.9-.9.5-1.8 1.1-2.5 1.8a1 1 0 0 1-1.4 0L.3 13a1 1 0 0 1 0-1.4C3.4 8.7 7.5 7 12 7s8.6 1.7 11.7 4.6a1 1 0 0 1 0 1.4l-2.5 2.5a1 1 0 0 1-1.4 0c-.8-.7-1.6-1.3-2.5-1.8a1 1 0 0 1-.6-.9V9.7C15.1 9.3 13.6 9 12 9z');
 
@@ -45,6 +48,15 @@ function loadEngine(name, file = `engine-${name}.js`) {
   }));
 }
 
+// A stylesheet inside the shadow root; resolves once it applies (or failed: never hangs).
+const sheet = (root, file) => {
+  const link = pin(file, document.createElement('link'));
+  link.rel = 'stylesheet';
+  link.href = BASE + file;
+  root.append(link);
+  return new Promise((done) => (link.onload = link.onerror = done));
+};
+
 const fmt = (ms) => {
   const s = Math.floor(ms / 1000);
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
@@ -53,7 +65,7 @@ const fmt = (ms) => {
 class RetellWidget {
   constructor(options = {}) {
     const o = (this.o = options);
-    if (!o.proxyEndpoint) throw new TypeError('RetellWidget: proxyEndpoint is required');
+    if (!o.proxyEndpoint && !o.chatEndpoint) throw new TypeError('RetellWidget: proxyEndpoint is required');
     const lang = String(o.lang || document.documentElement.lang || navigator.language || 'en')
       .slice(0, 2)
       .toLowerCase();
@@ -63,26 +75,25 @@ class RetellWidget {
     host.dataset.position = POSITIONS.includes(o.position) ? o.position : POSITIONS[0];
     host.dataset.theme = THEMES.includes(o.theme) ? o.theme : THEMES[0];
     host.lang = LANGS.includes(lang) ? lang : 'en';
+    const mode = (this.mode = host.dataset.mode = MODES.includes(o.mode) ? o.mode : o.chatAgentId ? 'hybrid' : 'voice');
+    // The chat's sessionStorage entry: one per endpoint and chat agent, so widgets never share.
+    this.key = `${PREFIX}chat:${o.chatEndpoint || o.proxyEndpoint}:${o.chatAgentId || ''}`;
     const root = (this.root = host.attachShadow({ mode: 'open' }));
     root.innerHTML = `<div class="w" hidden>
-<button type="button" class="launch">${MIC}<span></span></button>
+<button type="button" class="launch">${mode === 'chat' ? CHAT : MIC}<span></span></button><button type="button" class="type">${CHAT}<span></span></button>
 <section class="panel">
 <div class="head"><span class="title"></span><button type="button" class="close">${CLOSE}</button></div>
 <p class="msg"></p><p class="hint"></p>
 <div class="live"><span class="timer">0:00</span><span class="meter" aria-hidden="true"><i></i></span><span class="talk"></span></div>
-<div class="act"><button type="button" class="mute" aria-pressed="false">${MIC}<span></span></button><button type="button" class="hang">${HANG}<span></span></button><button type="button" class="retry"></button></div>
+<div class="act"><button type="button" class="mute" aria-pressed="false">${MIC}<span></span></button><button type="button" class="hang">${HANG}<span></span></button><button type="button" class="retry"></button><button type="button" class="alt">${CHAT}<span></span></button></div>
 </section><div class="sr" role="status" aria-live="polite"></div></div>`;
-    const link = pin('retell-widget.css', document.createElement('link'));
-    link.rel = 'stylesheet';
-    link.href = `${BASE}retell-widget.css`;
-    root.prepend(link);
+    const styled = sheet(root, 'retell-widget.css');
     const $ = (this.$ = (c) => root.querySelector(`.${c}`));
     for (const [k, v] of Object.entries(o.colors || {})) {
       if (COLORS[k]) $('w').style.setProperty(COLORS[k], v);
     }
     // Reveal only once our own styles and the page's language apply, so the host page never
     // sees raw markup or English flashing before German. Either failing still reveals.
-    const styled = new Promise((done) => (link.onload = link.onerror = done));
     const strings =
       host.lang === 'en'
         ? null
@@ -90,20 +101,23 @@ class RetellWidget {
             (words) => (this.t = { ...STRINGS.en, ...words, ...o.labels }),
             () => {},
           );
-    Promise.all([styled, strings]).then(() => {
+    this.ready = Promise.all([styled, strings]).then(() => {
       this.label();
       $('w').hidden = false;
     });
 
     const on = (c, fn) => $(c).addEventListener('click', fn);
     const quiet = () => this.start().catch(() => {});
-    on('launch', quiet);
-    on('retry', quiet);
+    const chat = () => this.openChat().catch(() => {});
+    on('launch', mode === 'chat' ? chat : quiet);
+    on('retry', mode === 'chat' ? chat : quiet);
+    on('type', chat);
+    on('alt', chat);
     on('hang', () => this.stop());
     on('close', () => this.reset());
     on('mute', () => (this.muted ? this.unmute() : this.mute()));
-    // Prefetch the default engine when the visitor shows intent.
-    const prefetch = () => loadEngine('gateway').catch(() => {});
+    // Prefetch what the launcher starts when the visitor shows intent.
+    const prefetch = () => (mode === 'chat' ? this.chat() : loadEngine('gateway')).catch(() => {});
     $('launch').addEventListener('pointerenter', prefetch);
     $('launch').addEventListener('focus', prefetch);
     root.addEventListener('keydown', (e) => {
@@ -112,14 +126,21 @@ class RetellWidget {
     this.label();
     this.set('idle');
     (document.body || document.documentElement).appendChild(host);
+    // This tab had a chat open on an earlier page: it comes back (chat.js reads its history).
+    try {
+      if (mode !== 'voice' && JSON.parse(sessionStorage.getItem(this.key))?.open) this.chat().then((c) => c.restore(), () => {});
+    } catch {}
   }
 
   // Every fixed text, from this.t (again once the page's language has loaded).
   label() {
     const { $, t } = this;
     const text = (c, v) => ($(c).textContent = v);
-    $('launch').querySelector('span').textContent = t.call;
-    $('mute').querySelector('span').textContent = t.mute;
+    const span = (c, v) => ($(c).lastChild.textContent = v);
+    span('launch', this.mode === 'chat' ? t.open_chat : t.call);
+    span('type', t.type);
+    span('alt', t.type);
+    span('mute', t.mute);
     // A named <section> is a region landmark. The close button shows an icon, not a "×"
     // character, so its name comes from the label alone (WCAG 2.5.3, label in name).
     $('panel').setAttribute('aria-label', t.title);
@@ -139,7 +160,9 @@ class RetellWidget {
     const msg = err ? t[`e_${err.code}`] || err.message : t[{ 'requesting-mic': 'mic' }[state] || state] || '';
     $('msg').textContent = msg;
     $('hint').textContent = err ? (t[`h_${err.code}`] || '').replace('{s}', err.retryAfter) : '';
-    $('hang').querySelector('span').textContent = state === 'live' ? t.hangup : t.cancel;
+    $('hang').lastChild.textContent = state === 'live' ? t.hangup : t.cancel;
+    // Blocked or missing microphone: typing still works, where the site has a chat agent.
+    $('alt').hidden = this.mode !== 'hybrid' || !/mic/.test(err?.code);
     $('retry').textContent = state === 'ended' ? t.again : t.retry;
     $('sr').textContent = state === 'idle' ? '' : [msg, $('hint').textContent].join(' ');
     clearInterval(this.wait);
@@ -383,8 +406,40 @@ class RetellWidget {
     this.release();
     this.settle({ code: 'cancelled', message: 'Widget destroyed' });
     clearInterval(this.wait);
+    this.c?.then((c) => c.destroy());
     this.host.remove();
     this.state = 'destroyed';
+  }
+
+  // The chat lives in chat.js, fetched (with chat.css) on first use; these hand over to it.
+  chat() {
+    return (this.c ||= Promise.all([loadEngine('chat', 'chat.js'), sheet(this.root, 'chat.css'), this.ready]).then(
+      ([make]) => make(this, loadEngine),
+      (e) => {
+        this.c = null;
+        throw e;
+      },
+    ));
+  }
+
+  use(fn) {
+    return this.chat().then(fn, (e) => {
+      console.error('[retell-widget]', e);
+      this.fail('unavailable');
+      throw this.detail;
+    });
+  }
+
+  openChat() {
+    return this.use((c) => c.open());
+  }
+
+  send(text) {
+    return this.use((c) => c.send(text));
+  }
+
+  endChat() {
+    return this.use((c) => c.end());
   }
 
   // Engine files call this when they load.
@@ -398,7 +453,7 @@ window.RetellWidget = RetellWidget;
 
 // Zero-JS embed: <script src=".../retell-widget.js" data-proxy-endpoint="..." ...>.
 const data = SELF && SELF.dataset;
-if (data && data.proxyEndpoint) {
+if (data && (data.proxyEndpoint || data.chatEndpoint)) {
   const boot = () =>
     new RetellWidget({
       proxyEndpoint: data.proxyEndpoint,
@@ -406,6 +461,9 @@ if (data && data.proxyEndpoint) {
       position: data.position,
       theme: data.theme,
       lang: data.lang,
+      chatAgentId: data.chatAgentId,
+      chatEndpoint: data.chatEndpoint,
+      mode: data.mode,
     });
   document.body ? boot() : document.addEventListener('DOMContentLoaded', boot);
 }

@@ -1,6 +1,8 @@
 // German strings, loaded only on pages in that language (src/i18n.js).
 RetellWidget._define('de', {
   call: 'Mit unserem KI-Agenten sprechen',
+  open_chat: 'Mit unserem KI-Agenten chatten',
+  type: 'Lieber schreiben',
   title: 'KI-Sprachagent',
   mic: 'Bitte Mikrofonzugriff erlauben…',
   connecting: 'Verbinden…',

@@ -1,6 +1,8 @@
 // Spanish strings, loaded only on pages in that language (src/i18n.js).
 RetellWidget._define('es', {
   call: 'Habla con nuestro agente de IA',
+  open_chat: 'Chatea con nuestro agente de IA',
+  type: 'Prefiero escribir',
   title: 'Agente de voz IA',
   mic: 'Permite el acceso al micrófono…',
   connecting: 'Conectando…',

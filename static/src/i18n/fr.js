@@ -1,6 +1,8 @@
 // French strings, loaded only on pages in that language (src/i18n.js).
 RetellWidget._define('fr', {
   call: 'Parler à notre agent IA',
+  open_chat: 'Discuter avec notre agent IA',
+  type: 'Écrire plutôt',
   title: 'Agent vocal IA',
   mic: 'Veuillez autoriser l’accès au micro…',
   connecting: 'Connexion…',

@@ -79,12 +79,12 @@ export async function captcha(v, w) {
   };
   const api = await load(v.provider, v.site_key);
   if (over) throw error('cancelled', 'cancelled');
-  const root = w.root;
-  if (!root.querySelector('slot[name=verify]')) {
-    const slot = document.createElement('slot');
-    slot.name = 'verify';
-    root.querySelector('.hint').after(slot);
-  }
+  // A slot of its own under the panel's hint, gone with the check: the voice panel and the
+  // chat panel share one shadow root, and a second slot of the same name would get nothing.
+  const slot = document.createElement('slot');
+  slot.name = 'verify';
+  w.root.querySelector('.hint').after(slot);
+  cleanups.push(() => slot.remove());
   const el = document.createElement('div');
   el.slot = 'verify';
   el.className = 'retell-widget-verify';
