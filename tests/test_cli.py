@@ -159,17 +159,20 @@ def test_origins_list_without_budgets_and_with_a_wrong_key_type(runner, redis):
 def test_limits_set_show_and_unset(runner, redis):
     result = runner.invoke(
         args=["limits", "set", "HTTPS://Client-A.com", "minutes_per_month=600",
-              "max_concurrent=3", "verify=pow", "per_day=-1"]
+              "max_concurrent=3", "verify=pow", "per_day=-1", "transcript=1"]
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert redis.hgetall("widget:limits:https://client-a.com") == {
         "minutes_per_month": "600", "max_concurrent": "3", "verify": "pow", "per_day": "-1",
+        "transcript": "1",
     }  # fmt: skip
     assert (
         "minutes_per_month\t600"
         in runner.invoke(args=["limits", "show", "https://client-a.com"]).output
     )
-    runner.invoke(args=["limits", "unset", "https://client-a.com", "verify", "per_day"])
+    runner.invoke(
+        args=["limits", "unset", "https://client-a.com", "verify", "per_day", "transcript"]
+    )
     assert set(redis.hkeys("widget:limits:https://client-a.com")) == {
         "minutes_per_month", "max_concurrent",
     }  # fmt: skip
@@ -182,7 +185,8 @@ def test_limits_set_show_and_unset(runner, redis):
 
 @pytest.mark.parametrize(
     "setting",
-    ["minutes_per_month=lots", "per_day=-2", "verify=maybe", "typo=1", "max_concurrent"],
+    ["minutes_per_month=lots", "per_day=-2", "verify=maybe", "typo=1", "max_concurrent",
+     "transcript=yes"],  # fmt: skip
 )
 def test_limits_set_refuses_what_would_silently_mean_the_default(runner, redis, setting):
     result = runner.invoke(args=["limits", "set", "https://client-a.com", setting])

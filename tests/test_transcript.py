@@ -386,3 +386,29 @@ def test_every_transcript_key_is_in_the_readme_key_table(served, fake_monitor, r
         assert any(p.match(key) for p in patterns), key
     fake_monitor.end(call)
     stream.until_end()
+
+
+def test_create_web_call_grants_the_transcript_only_where_it_is_on(
+    served, fake_monitor, allow_origin, redis
+):
+    import requests
+
+    allow_origin(ORIGIN, "agent_abc")
+    body, headers = {"agent_id": "agent_abc"}, {"Origin": ORIGIN}
+    url = f"{served.url}/api/create-web-call"
+    off = requests.post(url, json=body, headers=headers, timeout=10).json()
+    assert "transcript_url" not in off and "transcript_token" not in off
+
+    redis.hset(f"{PREFIX}limits:{ORIGIN}", "transcript", "1")
+    on = requests.post(url, json=body, headers=headers, timeout=10).json()
+    assert on["transcript_url"] == f"/api/calls/{on['call_id']}/transcript"
+    fake_monitor.say(on["call_id"], "agent", "Hi", word_delay=0)
+    fake_monitor.end(on["call_id"], "user_hangup")
+    stream = listen(served, on["call_id"], token=on["transcript_token"])
+    assert stream.status == 200
+    assert lines_of(stream.until_end()) == [("agent", "Hi")]
+    stream.close()
+    # The token is this call's only.
+    other = listen(served, off["call_id"], token=on["transcript_token"])
+    assert other.status == 403 and other.json()["error"] == "transcript_wrong_call"
+    other.close()

@@ -24,10 +24,14 @@ CHECKS = ("none", *PROVIDERS)
 def _key(target: str, agent: bool) -> tuple[str, tuple[str, ...]]:
     if agent:
         return redis_store.key("limits", "agent", _agent(target)), AGENT_FIELDS
-    return redis_store.key("limits", _entry(target)), (*NUMBERS, "verify")
+    return redis_store.key("limits", _entry(target)), (*NUMBERS, "verify", "transcript")
 
 
 def _value(field: str, value: str) -> str:
+    if field == "transcript":  # the live transcript relay: on (1) or off (0)
+        if value not in ("0", "1"):
+            raise click.BadParameter("transcript must be 1 (on) or 0 (off)")
+        return value
     if field == "verify":
         if value not in CHECKS:
             raise click.BadParameter(f"verify must be one of {', '.join(CHECKS)}")
@@ -49,8 +53,8 @@ def _value(field: str, value: str) -> str:
 @click.option("--agent", is_flag=True, help="TARGET is an agent id, not an allowlist entry.")
 def limits_set(target, settings, agent):
     """Set FIELD=VALUE on TARGET: per_day, minutes_per_day, minutes_per_month,
-    max_concurrent, chats_per_day (N >= 0; 0 pauses; -1 none) and verify
-    (none|pow|turnstile|...)."""
+    max_concurrent, chats_per_day (N >= 0; 0 pauses; -1 none), verify
+    (none|pow|turnstile|...) and transcript (1|0)."""
     key, fields = _key(target, agent)
     mapping = {}
     for setting in settings:

@@ -18,6 +18,7 @@ from werkzeug.exceptions import RequestEntityTooLarge
 from app.errors import ApiError, upstream_error
 from app.extensions import redis_store, retell_client
 from app.http import cors
+from app.http.transcript import transcript_grant
 from app.policy import admission
 from app.policy.admission import AGENT_ID, AdmissionRequest, Decision, ip_bucket
 from app.policy.origins import InvalidOrigin, canonical_origin, is_dev_loopback, is_insecure
@@ -328,7 +329,8 @@ def mint(decision: Decision, caller: Caller, body: dict, entry: UsageEntry, head
         caller.origin,
         entry.decided("created", 201, call_id=result["call_id"], upstream_ms=latency_ms),
     )
-    return result
+    # Signed here, no Redis: the live transcript's URL and token when the site has it on.
+    return {**result, **transcript_grant(decision, result["call_id"], caller.origin)}
 
 
 def _record(entry: UsageEntry) -> None:
