@@ -185,8 +185,14 @@ def test_limits_set_show_and_unset(runner, redis):
 
 @pytest.mark.parametrize(
     "setting",
-    ["minutes_per_month=lots", "per_day=-2", "verify=maybe", "typo=1", "max_concurrent",
-     "transcript=yes"],  # fmt: skip
+    [
+        "minutes_per_month=lots",
+        "per_day=-2",
+        "verify=maybe",
+        "typo=1",
+        "max_concurrent",
+        "transcript=yes",
+    ],  # fmt: skip
 )
 def test_limits_set_refuses_what_would_silently_mean_the_default(runner, redis, setting):
     result = runner.invoke(args=["limits", "set", "https://client-a.com", setting])
