@@ -130,7 +130,11 @@ def allowed(reply) -> set[str]:
     return {m.strip() for m in (reply.header("Allow") or "").split(",") if m.strip()}
 
 
-@pytest.mark.parametrize("path", ["/api/create-web-call", "/api/health", "/api/widget-version"])
+@pytest.mark.parametrize(
+    "path",
+    ["/api/create-web-call", "/api/health", "/api/widget-version", "/api/chat",
+     "/api/chat/messages", "/api/chat/end", "/api/chat/history"],
+)  # fmt: skip
 def test_trace_is_a_json_405_with_the_apps_allow(stack, path):
     """nginx refuses TRACE itself, before any location: in the app's shape all the same."""
     # DELETE reaches the app, whose 405 is the reference for this path.
