@@ -61,7 +61,8 @@ def test_oversized_body_is_413_json_and_not_proxied(static_nginx, upstream):
     assert len(upstream.requests) == before
 
 
-def test_limit_req_answers_429_json_per_client_address(tmp_path, dist_dir, upstream):
+@pytest.mark.parametrize("path", ["/api/create-web-call", "/api/chat"])
+def test_limit_req_answers_429_json_per_client_address(tmp_path, dist_dir, upstream, path):
     with run_nginx(
         tmp_path,
         upstream=f"127.0.0.1:{upstream.port}",
@@ -72,9 +73,7 @@ def test_limit_req_answers_429_json_per_client_address(tmp_path, dist_dir, upstr
         before = len(upstream.requests)
         statuses = []
         for _ in range(6):
-            reply = fetch(
-                nginx.port, "/api/create-web-call", method="POST", body="{}", source="127.0.0.31"
-            )
+            reply = fetch(nginx.port, path, method="POST", body="{}", source="127.0.0.31")
             statuses.append(reply.status)
         # 1 + burst pass; the rest are refused at the edge and never reach gunicorn.
         assert statuses == [200, 200, 200, 429, 429, 429]
@@ -85,11 +84,20 @@ def test_limit_req_answers_429_json_per_client_address(tmp_path, dist_dir, upstr
         assert reply.header("Retry-After") == "1"
         assert_security_headers(reply)
         # Another client address has its own bucket, and other routes are not limited.
-        other = fetch(
-            nginx.port, "/api/create-web-call", method="POST", body="{}", source="127.0.0.32"
-        )
+        other = fetch(nginx.port, path, method="POST", body="{}", source="127.0.0.32")
         assert other.status == 200
         assert fetch(nginx.port, "/api/health", source="127.0.0.31").status == 200
+        chat = fetch(nginx.port, "/api/chat/end", method="POST", body="{}", source="127.0.0.31")
+        assert chat.status == 200  # only starts are guarded here; the app limits the rest
+
+
+def test_chat_messages_may_carry_2000_characters_of_any_script(tmp_path, dist_dir, upstream):
+    with run_nginx(tmp_path, upstream=f"127.0.0.1:{upstream.port}", dist_root=dist_dir) as nginx:
+        # 2,000 emoji as JSON escapes: 24 KB, over the server-wide 16k, under the app's 32 KiB.
+        big = '{"content":"' + "\\ud83d\\ude00" * 2000 + '"}'
+        assert 16 * 1024 < len(big) < 32 * 1024
+        assert fetch(nginx.port, "/api/chat/messages", method="POST", body=big).status == 200
+        assert fetch(nginx.port, "/api/chat", method="POST", body=big).status == 413
 
 
 def test_upstream_down_is_503_json(tmp_path, dist_dir):
