@@ -9,6 +9,7 @@ const retryAfter = (res, body) =>
 
 // What went wrong with a message, as the panel's error code.
 function sendCode(status, error) {
+  if (error === 'agent_not_allowed') return 'not_allowed'; // no longer granted to this site
   if (status === 403) return 'expired'; // chat_token_invalid / chat_token_expired: start afresh
   if (status === 409) return 'chat_ended';
   if (error === 'chat_message_limit') return 'limit';

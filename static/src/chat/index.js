@@ -9,7 +9,7 @@ import { buildPanel } from './panel.js';
 import { STRINGS } from './strings.js';
 
 const MAX = 2000; // characters of one message (the gateway's limit)
-const OVER = ['expired', 'chat_ended', 'limit']; // the chat is gone: only a new one helps
+const OVER = ['expired', 'chat_ended', 'limit', 'not_allowed']; // the chat cannot go on
 const WAITING = ['starting', 'verifying', 'sending'];
 
 function createChat(w, load) {
@@ -31,6 +31,7 @@ function createChat(w, load) {
   let gen = 0; // bumped to cancel whatever is in flight
   let status = 'idle';
   let opening = null; // the open() in progress, shared
+  let restoring = null; // the resume on page load, which an open() waits for
   let again = null; // what the notice's button does
   let timer;
   // verify.js drives this as it drives the call panel (set, fail, drop, t, host, root).
@@ -183,7 +184,9 @@ function createChat(w, load) {
       for (const m of h.body.messages) if (m.role === 'agent' || m.role === 'user') log.add(m.role, m.content);
       setStatus('ready');
       notice('');
-      show(focus);
+      // On page load the visitor may have started a call meanwhile: the chat waits, minimised.
+      if (quiet && w.state !== 'idle') store.set(false);
+      else show(focus);
       tell('chat-start', { chatId, resumed: true }, 'onChatStart');
       return true;
     }
@@ -195,8 +198,9 @@ function createChat(w, load) {
 
   function open() {
     const focus = inside();
-    if (token) return show(focus), Promise.resolve({ chatId });
     return (opening ||= (async () => {
+      await restoring;
+      if (token) return show(focus), { chatId };
       const saved = store.get();
       if (saved?.token && (await resume(saved, focus))) return { chatId };
       return start(focus);
@@ -279,7 +283,8 @@ function createChat(w, load) {
     const text = input.value;
     if (!text.trim() || WAITING.includes(status)) return;
     input.value = '';
-    send(text).catch(() => {});
+    // A chat that could not start gives the text back; a failed send keeps it in the log.
+    send(text).catch(() => token || input.value || (input.value = text));
   };
   $('form').addEventListener('submit', (e) => {
     e.preventDefault();
@@ -309,8 +314,8 @@ function createChat(w, load) {
     end,
     restore() {
       const saved = store.get();
-      if (!saved?.token || !saved.open || token || opening) return Promise.resolve();
-      return (opening = resume(saved, false, true).finally(() => (opening = null)));
+      if (!saved?.token || !saved.open || token) return;
+      restoring = resume(saved, false, true).catch(() => {});
     },
     destroy() {
       // The chat itself goes on: a new widget in this tab (say, after a route change) resumes it.
