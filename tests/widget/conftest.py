@@ -381,3 +381,53 @@ def verifying(token_gateway, siteverify, redis):
         return token_gateway
 
     return configure
+
+
+class ChatGateway:
+    """The real app's chat routes (real Redis, the fake Retell's chat agents) for the page.
+
+    The page's allowlist entry gets the chat agents (widget:chat-agents:<entry>, issue 14) and
+    the voice agent, so a hybrid widget can both call and type.
+    """
+
+    AGENTS = ("agent_chat_echo", "agent_chat_opening", "agent_chat_slow", "agent_chat_markup",
+              "agent_chat_tools")  # fmt: skip
+
+    def __init__(self, token_gateway: TokenGateway, redis):
+        self.calls = token_gateway
+        self._redis = redis
+        self.fake = token_gateway.fake_retell.chat
+        self.set_mode()
+
+    def set_mode(self, mode: str = "ok", **settings: str) -> None:
+        """ok, or any TokenGateway mode; settings override the app's config."""
+        self.calls.set_mode(mode, **settings)
+        self.grant(self.calls.page_origin)
+
+    def grant(self, origin: str, *agents: str) -> None:
+        self._redis.sadd("widget:origins", origin)
+        self._redis.sadd(f"widget:agents:{origin}", TokenGateway.AGENT)
+        self._redis.sadd(f"widget:chat-agents:{origin}", *(agents or self.AGENTS))
+
+    @property
+    def proxy_endpoint(self) -> str:
+        return self.calls.endpoint
+
+    @property
+    def endpoint(self) -> str:
+        return self.calls.endpoint.replace("/api/create-web-call", "/api/chat")
+
+    def turns(self) -> list[str]:
+        """The visitor messages that reached the fake Retell, in order."""
+        return [e["content"] for e in self.fake.log if e["endpoint"] == "create-chat-completion"]
+
+    def created(self) -> list[dict]:
+        """The chats the fake Retell created, oldest first (as get-chat answers them)."""
+        with self.fake.lock:
+            ids = list(self.fake.chats)
+        return [self.fake.get_chat(chat_id) for chat_id in ids]
+
+
+@pytest.fixture
+def chat_gateway(token_gateway, redis):
+    return ChatGateway(token_gateway, redis)

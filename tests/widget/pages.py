@@ -10,7 +10,8 @@ INSTRUMENT = """
 (() => {
   const probe = { events: [], pcs: [], streams: [], console: [] };
   Object.defineProperty(window, '__probe', { value: probe, enumerable: false });
-  for (const n of ['state', 'call-start', 'call-end', 'error']) {
+  const names = ['state', 'call-start', 'call-end', 'error', 'chat-start', 'message', 'chat-end'];
+  for (const n of names) {
     addEventListener('retell-widget:' + n, (e) => probe.events.push({ type: n, ...e.detail }));
   }
   const PC = window.RTCPeerConnection;
@@ -164,3 +165,57 @@ def run_clock_until(page, state: str, step_ms: int = 50, limit_ms: int = 40_000)
         page.clock.run_for(step_ms)
         elapsed += step_ms
     return elapsed
+
+
+# Chat (issue 14): the panel, its status (data-chat) and its events.
+CHAT = "document.querySelector('retell-widget')?.dataset.chat"
+
+
+def chat_page(page_server, widget_origin, chat_gateway, head="", lang="en", **options):
+    """The seed's snippet with a chat agent: hybrid unless options say otherwise."""
+    opts = {
+        "agentId": "agent_a",
+        "chatAgentId": "agent_chat_echo",
+        "proxyEndpoint": chat_gateway.proxy_endpoint,
+        **options,
+    }
+    return page_server.add(
+        f"""<!doctype html><html lang="{lang}"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width">{head}</head>
+<body><h1>Client Website</h1><p>This site now has an AI assistant widget!</p>
+<a href="#top">a host link</a>
+<script src="{widget_origin}/v1/retell-widget.js"></script>
+<script>window.widget = new RetellWidget({json.dumps(opts)});</script>
+</body></html>"""
+    )
+
+
+def chat_events(page, kind=None):
+    return [e for e in events(page) if e["type"] in ("chat-start", "message", "chat-end", "error")
+            and (kind is None or e["type"] == kind)]  # fmt: skip
+
+
+def wait_chat(page, status, timeout=10000):
+    page.wait_for_function(f"{CHAT} === '{status}'", timeout=timeout)
+
+
+def entries(page):
+    """The chat log's final entries, as (role, text) pairs."""
+    return page.evaluate(
+        f"""[...{SHADOW}.querySelectorAll('.chat [role=log] > .entry')]
+        .map((e) => [e.dataset.role, e.querySelector('.text').textContent])"""
+    )
+
+
+def type_and_send(page, text):
+    box = page.locator("retell-widget .chat textarea")
+    box.fill(text)
+    box.press("Enter")
+
+
+def wait_entries(page, count, timeout=10000):
+    """Until the chat log has `count` final entries (the typing line is not one)."""
+    page.wait_for_function(
+        f"{SHADOW}.querySelectorAll('.chat [role=log] > .entry').length === {count}",
+        timeout=timeout,
+    )
