@@ -8,6 +8,7 @@ import json
 
 import pytest
 
+from tests.widget.captchas import fake_captcha
 from tests.widget.pages import (
     CHAT,
     SHADOW,
@@ -272,6 +273,28 @@ def test_verification_before_a_chat(page, page_server, widget_origin, verifying,
     assert len(chat_gateway.created()) == 1
     type_and_send(page, "verified")
     wait_entries(page, 2)
+
+
+def test_a_captcha_before_a_chat_sits_in_the_chat_panel(
+    page, page_server, widget_origin, verifying, siteverify, chat_gateway
+):
+    gateway = verifying("turnstile")
+    chat_gateway.grant(gateway.page_origin)
+    fake_captcha(page, "turnstile", [siteverify.issue("turnstile", hostname="localhost")], "click")
+    open_widget(page, chat_page(page_server, widget_origin, chat_gateway))
+    page.locator("retell-widget .type").click()
+    challenge = page.locator("retell-widget > [slot=verify] button")
+    challenge.wait_for()
+    assert page.evaluate(CHAT) == "verifying"
+    assert page.evaluate(
+        "document.querySelector('retell-widget > [slot=verify]').assignedSlot.closest('.chat')"
+        " !== null"
+    )
+    challenge.click()
+    wait_chat(page, "ready")
+    assert page.locator("retell-widget > [slot=verify]").count() == 0  # cleaned up
+    assert page.evaluate(f"{SHADOW}.querySelectorAll('slot').length") == 0
+    assert len(chat_gateway.created()) == 1
 
 
 def test_hostile_host_stylesheet(page, page_server, widget_origin, chat_gateway, shoot):
