@@ -38,6 +38,7 @@ from devtools.ports import free_port, port_is_free, wait_for_http
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_DIR = Path(__file__).resolve().parent / "demo"
 DEFAULT_DEMO_AGENT = "agent_demo"
+DEFAULT_DEMO_CHAT_AGENT = "agent_chat_demo"  # the fake's chat agents echo any id
 FAKE_API_KEY = "key_local_fake_retell"
 
 
@@ -55,7 +56,9 @@ def _cmd(*parts: object) -> str:
     return "exec " + " ".join(shlex.quote(str(p)) for p in parts)
 
 
-def render_demo(out_dir: Path, *, widget_base: str, api_url: str, agent_id: str) -> Path:
+def render_demo(
+    out_dir: Path, *, widget_base: str, api_url: str, agent_id: str, chat_agent_id: str = ""
+) -> Path:
     """Fill the demo page's placeholders; returns the directory to serve."""
     out_dir.mkdir(parents=True, exist_ok=True)
     page = (DEMO_DIR / "index.html").read_text()
@@ -63,6 +66,7 @@ def render_demo(out_dir: Path, *, widget_base: str, api_url: str, agent_id: str)
         "{{WIDGET_BASE}}": widget_base,
         "{{API_URL}}": api_url,
         "{{AGENT_ID}}": agent_id,
+        "{{CHAT_AGENT_ID}}": chat_agent_id,
     }.items():
         page = page.replace(key, value)
     (out_dir / "index.html").write_text(page)
@@ -126,6 +130,8 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
         )
         if args.agent_id == DEFAULT_DEMO_AGENT:
             notes.append("set DEMO_AGENT_ID (or --agent-id) to one of your agents for the demo")
+        if args.chat_agent_id == DEFAULT_DEMO_CHAT_AGENT:
+            notes.append("set DEMO_CHAT_AGENT_ID to one of your chat agents for the demo's chat")
     else:
         retell_port, gateway_port, monitor_port = free_port(), free_port(), free_port()
         gateway_url = f"http://127.0.0.1:{gateway_port}"
@@ -221,6 +227,7 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
         widget_base=f"{public}/v1",
         api_url=f"{public}/api/create-web-call",
         agent_id=args.agent_id,
+        chat_agent_id=args.chat_agent_id,
     )
     nginx_prefix = workdir / "nginx"
     conf = write_local(
@@ -248,6 +255,8 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
                 demo,
                 "--agent-id",
                 args.agent_id,
+                "--chat-agent-id",
+                args.chat_agent_id,
             ),
         )
     )
@@ -303,6 +312,8 @@ def ready(args) -> int:
     for origin in origins:
         client.sadd(f"{settings_prefix}origins", origin)
         client.sadd(f"{settings_prefix}agents:{origin}", args.agent_id)
+        client.sadd(f"{settings_prefix}chat-agents:{origin}", args.chat_agent_id)
+        client.hset(f"{settings_prefix}limits:{origin}", "transcript", "1")
     wait_for_http(f"{args.public}/api/health/ready", timeout=60)
     wait_for_http(f"{args.demo}/", timeout=10)
     print(
@@ -311,7 +322,7 @@ def ready(args) -> int:
         f"  Widget files     : {args.public}/v1/retell-widget.js\n"
         f"  API              : {args.public}/api/create-web-call\n"
         f"  Health           : {args.public}/api/health/ready\n"
-        f"  Demo agent       : {args.agent_id}\n"
+        f"  Demo agent       : {args.agent_id} (voice), {args.chat_agent_id} (chat)\n"
         f"  Admin CLI        : REDIS_URL={os.environ['REDIS_URL']} .venv/bin/flask --app wsgi "
         "origins list\n"
         "  Press Ctrl-C to stop everything.\n",
@@ -344,6 +355,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.add_argument("--public", required=True)
         parser.add_argument("--demo", required=True)
         parser.add_argument("--agent-id", required=True)
+        parser.add_argument("--chat-agent-id", required=True)
         try:
             return ready(parser.parse_args(argv[1:]))
         except KeyboardInterrupt:
@@ -353,6 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=int(os.environ.get("RUN_PORT", 8000)))
     parser.add_argument("--demo-port", type=int, default=int(os.environ.get("RUN_DEMO_PORT", 8001)))
     parser.add_argument("--agent-id", default=os.environ.get("DEMO_AGENT_ID", DEFAULT_DEMO_AGENT))
+    parser.add_argument(
+        "--chat-agent-id",
+        default=os.environ.get("DEMO_CHAT_AGENT_ID", DEFAULT_DEMO_CHAT_AGENT),
+    )
     parser.add_argument(
         "--dist-root", type=Path, default=Path(os.environ.get("WIDGET_DIST", ROOT / "static/dist"))
     )

@@ -128,6 +128,13 @@ def test_make_run_serves_demo_and_api_then_stops_cleanly(tmp_path, dist_dir, nee
         assert created.status == 201, created.body
         assert created.json()["transport"] == "gateway"
         assert created.header("Access-Control-Allow-Origin") == headers["Origin"]
+        # The demo site has the live transcript on, and a chat agent for "Type instead".
+        assert created.json()["transcript_url"].endswith("/transcript")
+        chat = fetch(port, "/api/chat", method="POST", headers=headers, body="{}")
+        assert chat.status == 201, chat.body
+        said = json.dumps({"chat_token": chat.json()["chat_token"], "content": "Hello"})
+        reply = fetch(port, "/api/chat/messages", method="POST", headers=headers, body=said)
+        assert reply.status == 200 and reply.json()["messages"][0]["content"] == "You said: Hello"
         # Production rules: another localhost origin is not allowed just for being local.
         headers["Origin"] = f"http://localhost:{free_port()}"
         refused = fetch(port, "/api/create-web-call", method="POST", headers=headers, body=body)
@@ -166,7 +173,13 @@ def _plan(monkeypatch, tmp_path, environ, *, redis_binary=True):
     monkeypatch.setattr(
         run_local.shutil, "which", lambda name: f"/usr/bin/{name}" if redis_binary else None
     )
-    args = SimpleNamespace(port=8000, demo_port=8001, agent_id="agent_x", dist_root=tmp_path)
+    args = SimpleNamespace(
+        port=8000,
+        demo_port=8001,
+        agent_id="agent_x",
+        chat_agent_id="agent_chat_x",
+        dist_root=tmp_path,
+    )
     processes, env, notes = run_local.plan(args, environ, tmp_path)
     return dict(processes), env, notes
 
