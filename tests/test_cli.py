@@ -85,6 +85,19 @@ def test_snippet_prints_embed_html_with_sri(make_app, redis, tmp_path):
     assert 'data-proxy-endpoint="https://cdn.test/api/create-web-call"' in result.output
     assert 'data-agent-id="agent_x"' in result.output
     assert 'integrity="sha384-JS"' in result.output
+    assert "data-chat-agent-id" not in result.output
+    # A chat agent granted too: the snippet offers "Type instead".
+    runner.invoke(args=["agents", "grant", "--chat", "https://a.com", "agent_chat_1"])
+    result = runner.invoke(args=["snippet", "https://a.com", "--base-url", "https://cdn.test/"])
+    assert 'data-chat-agent-id="agent_chat_1"' in result.output
+    runner.invoke(args=["agents", "grant", "--chat", "https://a.com", "agent_chat_2"])
+    result = runner.invoke(args=["snippet", "https://a.com", "--base-url", "https://cdn.test/"])
+    assert result.exit_code != 0 and "--chat-agent" in result.output
+    result = runner.invoke(
+        args=["snippet", "https://a.com", "--base-url", "https://cdn.test/",
+              "--chat-agent", "agent_chat_2"]
+    )  # fmt: skip
+    assert result.exit_code == 0 and 'data-chat-agent-id="agent_chat_2"' in result.output
 
 
 def test_snippet_needs_a_choice_when_several_agents(runner, redis):

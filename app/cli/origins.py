@@ -216,8 +216,9 @@ def agents_list(origin, chat):
 @click.argument("origin")
 @click.option("--base-url", required=True, help="Where nginx serves /v1/ and /api/.")
 @click.option("--agent", "agent_id", help="Agent id (default: the origin's only agent).")
-def snippet(origin, base_url, agent_id):
-    """Print the embed HTML for ORIGIN."""
+@click.option("--chat-agent", "chat_agent_id", help="Chat agent (default: the only one, if any).")
+def snippet(origin, base_url, agent_id, chat_agent_id):
+    """Print the embed HTML for ORIGIN (with "Type instead" when it has a chat agent)."""
     entry = _entry(origin)
     agents = sorted(_redis().smembers(redis_store.key("agents", entry)))
     if agent_id is None and len(agents) != 1:
@@ -225,17 +226,26 @@ def snippet(origin, base_url, agent_id):
     agent_id = _agent(agent_id or agents[0])
     if agent_id not in agents:
         click.echo(f"warning: {agent_id} is not granted to {entry} yet", err=True)
+    chat_agents = sorted(_redis().smembers(redis_store.key("chat-agents", entry)))
+    if chat_agent_id is None and len(chat_agents) > 1:
+        raise click.UsageError(
+            f"{entry} has {len(chat_agents)} chat agents; choose one with --chat-agent"
+        )
+    chat_agent_id = _agent(chat_agent_id) if chat_agent_id else "".join(chat_agents)
+    if chat_agent_id and chat_agent_id not in chat_agents:
+        click.echo(f"warning: chat agent {chat_agent_id} is not granted to {entry} yet", err=True)
     base = base_url.rstrip("/")
     integrity = _integrity(current_app.config["SETTINGS"].widget_manifest)
     css_sri = integrity.get("v1/retell-widget.css", "")
     js_sri = integrity.get("v1/retell-widget.js", "")
     attr = lambda v: html.escape(v, quote=True)  # noqa: E731
     sri = lambda v: f' integrity="{attr(v)}" crossorigin="anonymous"' if v else ""  # noqa: E731
+    chat = f'\n        data-chat-agent-id="{attr(chat_agent_id)}"' if chat_agent_id else ""
     click.echo(f'<link rel="stylesheet" href="{attr(base)}/v1/retell-widget.css"{sri(css_sri)}>')
     click.echo(
         f'<script src="{attr(base)}/v1/retell-widget.js"{sri(js_sri)}\n'
         f'        data-proxy-endpoint="{attr(base)}/api/create-web-call"\n'
-        f'        data-agent-id="{attr(agent_id)}" async></script>'
+        f'        data-agent-id="{attr(agent_id)}"{chat} async></script>'
     )
 
 
