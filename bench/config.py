@@ -7,7 +7,14 @@ Environment:
     BENCH_RETRY_CORES  other tenants' cores above which a cell is re-measured (default 0.5)
     BENCH_WARMUP    seconds of unrecorded load before each cell (default 2)
     BENCH_QUICK=1   2 s cells, 1 s warm-up: a smoke run of the whole harness
-    BENCH_SECTIONS  comma list of create,fake,refusal,trips,profile,workers (default all)
+    BENCH_SECTIONS  comma list of create,fake,refusal,trips,profile,workers,click,pagecost
+                    (default all)
+    BENCH_CLICK_CALLS  calls per widget build and scenario in `click` (default 20, quick 3)
+    BENCH_CLICK_REVS   git revisions whose widget `click` measures beside the working tree's
+                       (comma list; default the one before issue 18's cuts; empty: none)
+    BENCH_CLICK_DISTS  more widget builds to compare, already built: label=path/to/dist,...
+    BENCH_HOVER_MS     pointer dwell on the launcher before the click, "hover" scenario (300)
+    BENCH_LIGHTHOUSE_RUNS  Lighthouse runs per page in `pagecost` (default 5, quick 1)
 """
 
 from __future__ import annotations
@@ -26,7 +33,9 @@ VENV_BIN = Path(sys.executable).parent
 LUA = BENCH / "post.lua"
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
-ALL_SECTIONS = ("create", "fake", "refusal", "trips", "profile", "workers")
+LOAD_SECTIONS = ("create", "fake", "refusal", "trips", "profile", "workers")
+BROWSER_SECTIONS = ("click", "pagecost")  # bench/browser.py, bench/pagecost.py
+ALL_SECTIONS = LOAD_SECTIONS + BROWSER_SECTIONS
 SECTIONS = tuple(
     part.strip() for part in os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(",")
 )
@@ -86,3 +95,23 @@ MODEL_SLOTS = {
     "gateway (gthread 3x16 max_requests 2000)": 48,
 }
 MODEL_CONNECTIONS = (64, 256)
+
+# Click to live (bench/browser.py): latency the delay proxy adds per round trip, on the way
+# to the widget files, to the token gateway and to the call's signalling; Retell's create.
+RTT_FILES_MS = 40
+RTT_GATEWAY_MS = 40
+RTT_SIGNALLING_MS = 40
+CREATE_DELAY_MS = 150
+CLICK_CALLS = int(os.environ.get("BENCH_CLICK_CALLS", 3 if QUICK else 20))
+# e9c6424: main just before the issue-18 cuts (preconnect, early peer connection).
+CLICK_REVS = tuple(
+    r.strip() for r in os.environ.get("BENCH_CLICK_REVS", "e9c6424").split(",") if r.strip()
+)
+CLICK_DISTS = tuple(
+    tuple(item.split("=", 1)) for item in os.environ.get("BENCH_CLICK_DISTS", "").split(",") if item
+)
+HOVER_MS = int(os.environ.get("BENCH_HOVER_MS", 300))
+PAGE_AGENT = "agent_demo"
+LIGHTHOUSE = BENCH / "lighthouse"
+LIGHTHOUSE_RUNS = int(os.environ.get("BENCH_LIGHTHOUSE_RUNS", 1 if QUICK else 5))
+CHROMIUM = "/usr/bin/chromium"

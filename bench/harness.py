@@ -211,7 +211,8 @@ class Bench:
         if not self.gunicorn_sock.exists():
             raise TimeoutError("gunicorn socket not ready after 30s")
 
-    def start_nginx(self, name: str, limit_rate: str, limit_burst: int) -> str:
+    def start_nginx(self, name: str, limit_rate: str, limit_burst: int, **site) -> str:
+        """site: more write_local settings (another dist_root, a demo_port and demo_root)."""
         prefix = self.workdir / name
         (prefix / "tmp").mkdir(parents=True)
         port = free_port()
@@ -219,10 +220,10 @@ class Bench:
             prefix,
             port=port,
             upstream=f"unix:{self.gunicorn_sock}",
-            dist_root=str(ROOT / "static" / "dist"),
             access_log=str(prefix / "access.log"),
             limit_rate=limit_rate,
             limit_burst=limit_burst,
+            **{"dist_root": str(ROOT / "static" / "dist"), **site},
         )
         proc = self.start(
             name, [NGINX_BINARY, "-p", prefix, "-c", main, "-e", prefix / "error.log"]

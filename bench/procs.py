@@ -125,3 +125,19 @@ def restarts(text: str) -> int:
 
 def pool_full_warnings(text: str) -> int:
     return text.count("Connection pool is full")
+
+
+def npm_ci(directory: Path) -> None:
+    """`npm ci` in a bench/ package (baseline/, lighthouse/) when its node_modules is
+    missing or older than its lock file."""
+    marker = directory / "node_modules" / ".package-lock.json"
+    lock = directory / "package-lock.json"
+    if marker.exists() and marker.stat().st_mtime >= lock.stat().st_mtime:
+        return
+    log(f"npm ci in {directory.relative_to(ROOT)}")
+    subprocess.run(
+        ["npm", "ci", "--no-audit", "--no-fund", "--loglevel=error"],
+        cwd=directory,
+        check=True,
+        timeout=300,
+    )

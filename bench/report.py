@@ -24,6 +24,7 @@ from bench.config import (
     WORKER_MODELS,
     WRK_THREADS,
 )
+from bench.report_browser import browser_markdown, browser_targets
 
 
 def _find(cells, section, system_prefix, delay_ms, connections):
@@ -147,7 +148,7 @@ def evaluate_targets(report: dict) -> list[dict]:
             created["round_trips_per_request"],
             created["round_trips_per_request"] <= 3,
         )
-    return targets
+    return targets + browser_targets(report)
 
 
 def _cell_row(cell: dict) -> str:
@@ -289,6 +290,7 @@ def markdown(report: dict) -> str:
             "|---|---|",
             *(f"| `{name}` | {pct} |" for name, pct in profile["top_self_percent"]),
         ]
+    lines += browser_markdown(report)
     if report.get("notes"):
         lines += ["", "## Notes", "", *(f"- {note}" for note in report["notes"])]
     return "\n".join(lines) + "\n"

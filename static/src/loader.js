@@ -57,6 +57,18 @@ const sheet = (root, file) => {
   return new Promise((done) => (link.onload = link.onerror = done));
 };
 
+// Opens the connection a request will use, ahead of it: a hint, removed at once (the
+// connection stays), so nothing is left in the page. Uncredentialed, like our fetches.
+const preconnect = (url) => {
+  if (!url) return;
+  const link = document.createElement('link');
+  link.rel = 'preconnect';
+  link.href = new URL(url, location.href).origin;
+  link.crossOrigin = 'anonymous';
+  document.head.append(link);
+  link.remove();
+};
+
 const fmt = (ms) => {
   const s = Math.floor(ms / 1000);
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
@@ -120,6 +132,10 @@ class RetellWidget {
     const prefetch = () => (mode === 'chat' ? this.chat() : loadEngine('gateway')).catch(() => {});
     $('launch').addEventListener('pointerenter', prefetch);
     $('launch').addEventListener('focus', prefetch);
+    // ...and the connection to the gateway the token request will use (nothing is sent).
+    const warm = () => preconnect(o.proxyEndpoint);
+    $('launch').addEventListener('pointerenter', warm);
+    $('launch').addEventListener('focus', warm);
     root.addEventListener('keydown', (e) => {
       if (e.key === 'Escape' && (this.state === 'live' || this.state === 'connecting')) this.stop();
     });
@@ -223,6 +239,7 @@ class RetellWidget {
     const o = this.o;
     const stale = () => gen !== this.gen;
     this.set('requesting-mic');
+    preconnect(o.proxyEndpoint); // opens while the visitor answers the prompt; sends nothing
     // Mic first: never mint a token for a visitor who then denies the microphone.
     let stream;
     try {
@@ -238,6 +255,11 @@ class RetellWidget {
     if (stale()) return stream.getTracks().forEach((track) => track.stop());
     this.stream = stream;
     this.set('connecting');
+    const emit = (event, data) => stale() || this.onEngine(event, data);
+    // An engine fetched on hover or focus builds its peer connection during the token request.
+    const early = engines.gateway
+      ?.then((make) => stale() || (this.engine = make(emit)).prepare?.(stream))
+      .catch(() => {}); // then connect() builds it
     const payload = { agent_id: o.agentId, metadata: o.metadata, dynamic_variables: o.dynamicVariables };
     let id;
     // One token request; [] when it failed outright.
@@ -283,12 +305,13 @@ class RetellWidget {
     const name = body.transport === 'livekit' ? 'livekit' : 'gateway';
     let engine;
     try {
-      engine = (await loadEngine(name))((event, data) => stale() || this.onEngine(event, data));
+      engine = (name === 'gateway' && (await early, this.engine)) || (await loadEngine(name))(emit);
     } catch (e) {
       console.error('[retell-widget]', e);
       return stale() || this.fail('connect_failed');
     }
     if (stale()) return;
+    if (engine !== this.engine) this.engine?.hangUp(); // a v2 call: the early v3 engine goes
     this.engine = engine;
     this.callId = body.call_id;
     engine

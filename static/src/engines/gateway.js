@@ -2,11 +2,24 @@
 // PATCH trickle, DELETE hang-up). Interface shared with the LiveKit engine:
 //   factory(emit) -> { connect({token, callId, url, iceServers, stream}), setMuted(bool), hangUp() }
 //   emit('live') | emit('level', 0..1) | emit('ended', {reason}) | emit('error', {code, message})
+// Optional: prepare(stream), called while the token request is in flight, builds the peer
+// connection and its offer then, so connect() only has to send it.
 const NOT_READY_WINDOW = 15000; // 404 = agent's room not up yet; retry this long
 const CONNECT_TIMEOUT = 20000;
 
+// Open the connection to the signalling origin while the offer is being made. The hint goes
+// at once (the connection stays): nothing is left in the page. Uncredentialed, as our fetches.
+function preconnect(url) {
+  const link = document.createElement('link');
+  link.rel = 'preconnect';
+  link.href = new URL(url).origin;
+  link.crossOrigin = 'anonymous';
+  document.head.append(link);
+  link.remove();
+}
+
 function createGatewayEngine(emit) {
-  let pc, base, auth, sid, stream, ctx, audio, poll, timer;
+  let pc, base, auth, sid, stream, ctx, audio, poll, timer, offer;
   let done = false;
   let live = false;
   const queue = [];
@@ -79,13 +92,12 @@ function createGatewayEngine(emit) {
     }
   }
 
-  async function connect(opts) {
-    stream = opts.stream;
-    if (!opts.url) return fail('connect_failed', 'no gateway_url in the token response');
-    base = String(opts.url).replace(/\/+$/, '') + '/v1/webrtc/sessions';
-    auth = `Bearer ${opts.token}`;
-    timer = setTimeout(() => fail('connect_failed', 'timed out'), CONNECT_TIMEOUT);
-    pc = new RTCPeerConnection({ iceServers: opts.iceServers || [] });
+  // Needs only the microphone. No ICE servers yet (they come with the token), so nothing is
+  // gathered here: until setLocalDescription() in connect(), nothing goes on the network.
+  function prepare(mic) {
+    if (pc || done) return;
+    stream = mic;
+    pc = new RTCPeerConnection();
     for (const track of stream.getAudioTracks()) pc.addTrack(track, stream);
     pc.ontrack = onTrack;
     const control = pc.createDataChannel('control');
@@ -114,7 +126,20 @@ function createGatewayEngine(emit) {
       if (s === 'connected') setTimeout(goLive, 3000);
       else if (s === 'failed' || s === 'closed') fail('connect_failed', `connection ${s}`);
     };
-    await pc.setLocalDescription(await pc.createOffer());
+    offer = pc.createOffer();
+    offer.catch(() => {}); // connect() awaits it and reports the failure
+  }
+
+  async function connect(opts) {
+    if (!opts.url) return fail('connect_failed', 'no gateway_url in the token response');
+    base = String(opts.url).replace(/\/+$/, '') + '/v1/webrtc/sessions';
+    auth = `Bearer ${opts.token}`;
+    preconnect(base);
+    timer = setTimeout(() => fail('connect_failed', 'timed out'), CONNECT_TIMEOUT);
+    prepare(opts.stream);
+    // Before setLocalDescription starts gathering, so the token's STUN/TURN servers are used.
+    pc.setConfiguration({ iceServers: opts.iceServers || [] });
+    await pc.setLocalDescription(await offer);
 
     const deadline = Date.now() + NOT_READY_WINDOW;
     let delay = 150;
@@ -140,6 +165,7 @@ function createGatewayEngine(emit) {
   }
 
   return {
+    prepare,
     connect,
     setMuted(muted) {
       // A disabled track sends silence: the uplink carries no voice.
