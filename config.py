@@ -115,6 +115,7 @@ class Settings:
     usage_stream_maxlen: int = 1_000_000
     usage_ip_mode: str = "hash"
     usage_ip_hash_key: Secret = Secret("")
+    usage_spool_dir: Path | None = None
     widget_manifest: Path = ROOT / "static" / "dist" / "manifest.json"
     widget_latest_version: str = ""
     widget_changelog_url: str = ""
@@ -300,6 +301,7 @@ FIELDS: dict[str, tuple[str, object]] = {
     "USAGE_STREAM_MAXLEN": ("usage_stream_maxlen", _non_negative_int),
     "USAGE_IP_MODE": ("usage_ip_mode", _choice("hash", "truncate", "full", "none")),
     "USAGE_IP_HASH_KEY": ("usage_ip_hash_key", lambda v: Secret(v.strip())),
+    "USAGE_SPOOL_DIR": ("usage_spool_dir", lambda v: Path(v) if v.strip() else None),
     "WIDGET_MANIFEST": ("widget_manifest", Path),
     "WIDGET_LATEST_VERSION": ("widget_latest_version", str),
     "WIDGET_CHANGELOG_URL": ("widget_changelog_url", str),
