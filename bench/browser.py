@@ -2,8 +2,9 @@
 
 Started here, on loopback, stopped here (by the Bench's own process groups):
     redis, the bench fake Retell (create answered after CREATE_DELAY_MS), gunicorn and
-    nginx as deployed (one nginx per widget build compared: the working tree's
-    static/dist and each BENCH_CLICK_REVS revision, built from `git archive`), the aiortc
+    nginx as deployed (one nginx per widget build compared: each BENCH_CLICK_REVS revision,
+    built from `git archive`, the first one with each of issue 18's cuts (bench/cuts/), and
+    the working tree's static/dist), the aiortc
     fake gateway (devtools/fakes/gateway.py, 400 Hz tone), and bench/delay_proxy.py with
     one route per origin: `cdn-<i>` (widget files), `api-<i>` (token gateway), `sig`
     (signalling), each adding its round-trip time. Widget files and token gateway are two
@@ -33,10 +34,12 @@ from pathlib import Path
 from bench.click_timing import COLLECT, INSTRUMENT, call_result, summarize
 from bench.config import (
     AGENT,
+    BENCH,
     BENCH_LIMIT_BURST,
     BENCH_LIMIT_RATE,
     CHROMIUM,
     CLICK_CALLS,
+    CLICK_CUTS,
     CLICK_DISTS,
     CLICK_REVS,
     CREATE_DELAY_MS,
@@ -76,11 +79,13 @@ def git(*args: str) -> str:
     ).stdout.strip()
 
 
-def build_rev(rev: str) -> Path:
-    """static/ as it was at `rev`, built with the repo's node_modules; returns its dist/.
-    Kept under static/node_modules (git-ignored): a revision's build never changes."""
+def build_rev(rev: str, patches: tuple[str, ...] = ()) -> Path:
+    """static/ as it was at `rev` (plus bench/cuts/ patches), built with the repo's
+    node_modules; returns its dist/. Kept under static/node_modules (git-ignored): the
+    build of a revision and patches never changes."""
     short = git("rev-parse", "--short", rev)
-    base = ROOT / "static" / "node_modules" / f".bench-build-{short}"
+    tag = "".join(f"+{name.split('-')[0]}" for name in patches)
+    base = ROOT / "static" / "node_modules" / f".bench-build-{short}{tag}"
     dist = base / "static" / "dist"
     if (dist / "manifest.json").exists():
         return dist
@@ -90,6 +95,11 @@ def build_rev(rev: str) -> Path:
         ["git", "-C", str(ROOT), "archive", rev, "static"], capture_output=True, check=True
     ).stdout
     subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True, timeout=60)
+    # git apply as a plain patch tool: the ceiling keeps it from finding the repo around.
+    env = {**os.environ, "GIT_CEILING_DIRECTORIES": str(base.parent)}
+    for name in patches:
+        subprocess.run(["git", "apply", str(BENCH / "cuts" / name)], cwd=base, env=env,
+                       check=True, timeout=60)  # fmt: skip
     # The build writes beside node_modules and renames: one filesystem, so inside it.
     (base / "static" / "node_modules").symlink_to(ROOT / "static" / "node_modules")
     subprocess.run(
@@ -98,15 +108,16 @@ def build_rev(rev: str) -> Path:
     return dist
 
 
-def widget_builds(revs: tuple[str, ...], dists: tuple = ()) -> list[dict]:
-    """The revisions first (before), then prebuilt dists, then the working tree's
-    static/dist (after)."""
+def widget_builds(revs: tuple[str, ...], cuts: tuple = (), dists: tuple = ()) -> list[dict]:
+    """The revisions first (before), then the first one with each cut's patches, then
+    prebuilt dists, then the working tree's static/dist (after)."""
     dirty = git("status", "--porcelain", "--", "static/src", "static/build.mjs")
     head = git("rev-parse", "--short", "HEAD")
     builds = [{"label": f"at {git('rev-parse', '--short', r)}", "rev": r} for r in revs]
+    builds += [{"label": label, "rev": revs[0], "patches": patches} for label, patches in cuts]
     for build in builds:
         log(f"building the widget {build['label']}")
-        build["dist"] = build_rev(build["rev"])
+        build["dist"] = build_rev(build["rev"], build.get("patches", ()))
     builds += [{"label": label, "rev": "-", "dist": Path(path)} for label, path in dists]
     tree = {"label": f"working tree ({head}{', changed' if dirty else ''})", "rev": "HEAD"}
     tree["dist"] = ROOT / "static" / "dist"
@@ -308,7 +319,11 @@ def run_click(stack: BrowserStack, playwright) -> dict:
             "seconds": round(time.monotonic() - started, 1),
         },
         "builds": [
-            {k: str(v) for k, v in b.items() if k in ("label", "rev", "loader_gzip", "engine_gzip")}
+            {
+                k: str(v)
+                for k, v in b.items()
+                if k in ("label", "rev", "patches", "loader_gzip", "engine_gzip")
+            }  # fmt: skip
             for b in stack.builds
         ],
         "runs": [
@@ -331,7 +346,7 @@ def run_browser_sections(sections: tuple[str, ...]) -> dict:
 
     out: dict = {}
     click = "click" in sections
-    builds = widget_builds(CLICK_REVS if click else (), CLICK_DISTS if click else ())
+    builds = widget_builds(*((CLICK_REVS, CLICK_CUTS, CLICK_DISTS) if click else ((),)))
     stack = BrowserStack(builds)
     try:
         stack.start()

@@ -12,6 +12,7 @@ Environment:
     BENCH_CLICK_CALLS  calls per widget build and scenario in `click` (default 20, quick 3)
     BENCH_CLICK_REVS   git revisions whose widget `click` measures beside the working tree's
                        (comma list; default the one before issue 18's cuts; empty: none)
+    BENCH_CLICK_CUTS=0 do not measure issue 18's cuts one by one (bench/cuts/*.patch)
     BENCH_CLICK_DISTS  more widget builds to compare, already built: label=path/to/dist,...
     BENCH_HOVER_MS     pointer dwell on the launcher before the click, "hover" scenario (300)
     BENCH_LIGHTHOUSE_RUNS  Lighthouse runs per page in `pagecost` (default 5, quick 1)
@@ -103,10 +104,21 @@ RTT_GATEWAY_MS = 40
 RTT_SIGNALLING_MS = 40
 CREATE_DELAY_MS = 150
 CLICK_CALLS = int(os.environ.get("BENCH_CLICK_CALLS", 3 if QUICK else 20))
-# e9c6424: main just before the issue-18 cuts (preconnect, early peer connection).
+# b82d969: main just before the issue-18 cuts (327652d: preconnect, early peer connection).
 CLICK_REVS = tuple(
-    r.strip() for r in os.environ.get("BENCH_CLICK_REVS", "e9c6424").split(",") if r.strip()
+    r.strip() for r in os.environ.get("BENCH_CLICK_REVS", "b82d969").split(",") if r.strip()
 )
+# Those cuts one at a time, as patches (bench/cuts/) on the first of CLICK_REVS; the working
+# tree has all three. BENCH_CLICK_CUTS=0: not measured.
+CLICK_CUTS = (
+    ()
+    if os.environ.get("BENCH_CLICK_CUTS") == "0" or not CLICK_REVS
+    else (
+        ("+ preconnect to the gateway", ("1-preconnect-gateway.patch",)),
+        ("+ preconnect to the signalling",
+         ("1-preconnect-gateway.patch", "2-preconnect-signalling.patch")),
+    )
+)  # fmt: skip
 CLICK_DISTS = tuple(
     tuple(item.split("=", 1)) for item in os.environ.get("BENCH_CLICK_DISTS", "").split(",") if item
 )
