@@ -6,7 +6,7 @@ want_for() {
   case "$1" in
     run) echo "redis-server:redis-server nginx:nginx" ;;
     test) echo "redis-server:redis-server nginx:nginx chromium:chromium systemd-analyze:systemd" ;;
-    bench) echo "redis-server:redis-server nginx:nginx wrk:wrk" ;;
+    bench) echo "redis-server:redis-server nginx:nginx wrk:wrk chromium:chromium" ;;
     server) echo "redis-server:redis-server nginx:nginx" ;;
     build) echo "npm:npm" ;;
     venv) echo "" ;;  # checked below: Debian's python3 needs python3-venv for `-m venv`
