@@ -78,10 +78,8 @@ def test_snippet_prints_embed_html_with_sri(make_app, redis, tmp_path):
     runner.invoke(args=["agents", "grant", "https://a.com", "agent_x"])
     result = runner.invoke(args=["snippet", "https://a.com", "--base-url", "https://cdn.test/"])
     assert result.exit_code == 0, result.output
-    assert (
-        '<link rel="stylesheet" href="https://cdn.test/v1/retell-widget.css" '
-        'integrity="sha384-CSS" crossorigin="anonymous">' in result.output
-    )
+    # No stylesheet link: the loader fetches it (pinned too) into its shadow root.
+    assert "<link" not in result.output
     assert 'data-proxy-endpoint="https://cdn.test/api/create-web-call"' in result.output
     assert 'data-agent-id="agent_x"' in result.output
     assert 'integrity="sha384-JS"' in result.output

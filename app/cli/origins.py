@@ -236,12 +236,10 @@ def snippet(origin, base_url, agent_id, chat_agent_id):
         click.echo(f"warning: chat agent {chat_agent_id} is not granted to {entry} yet", err=True)
     base = base_url.rstrip("/")
     integrity = _integrity(current_app.config["SETTINGS"].widget_manifest)
-    css_sri = integrity.get("v1/retell-widget.css", "")
     js_sri = integrity.get("v1/retell-widget.js", "")
     attr = lambda v: html.escape(v, quote=True)  # noqa: E731
     sri = lambda v: f' integrity="{attr(v)}" crossorigin="anonymous"' if v else ""  # noqa: E731
     chat = f'\n        data-chat-agent-id="{attr(chat_agent_id)}"' if chat_agent_id else ""
-    click.echo(f'<link rel="stylesheet" href="{attr(base)}/v1/retell-widget.css"{sri(css_sri)}>')
     click.echo(
         f'<script src="{attr(base)}/v1/retell-widget.js"{sri(js_sri)}\n'
         f'        data-proxy-endpoint="{attr(base)}/api/create-web-call"\n'
