@@ -53,22 +53,10 @@ from bench.config import (
 )
 from bench.harness import Bench
 from bench.procs import log, machine_busy_ticks
+from devtools.chromium import CHROMIUM_ARGS
 from devtools.ports import free_port, wait_for_http, wait_for_port
 from devtools.run_local import render_demo
 
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--autoplay-policy=no-user-gesture-required",
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
-]
 STATE = "document.querySelector('retell-widget')?.dataset.state"
 SCENARIOS = ("click", "hover")
 

@@ -26,6 +26,8 @@ import secrets
 import sys
 from pathlib import Path
 
+from devtools.chromium import CHROMIUM  # noqa: F401  (re-exported for the bench modules)
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "bench"
 RESULTS = BENCH / "results"
@@ -126,4 +128,3 @@ HOVER_MS = int(os.environ.get("BENCH_HOVER_MS", 300))
 PAGE_AGENT = "agent_demo"
 LIGHTHOUSE = BENCH / "lighthouse"
 LIGHTHOUSE_RUNS = int(os.environ.get("BENCH_LIGHTHOUSE_RUNS", 1 if QUICK else 5))
-CHROMIUM = "/usr/bin/chromium"

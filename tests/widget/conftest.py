@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from devtools.chromium import CHROMIUM, CHROMIUM_ARGS
 from devtools.fakes.gateway import FakeGateway
 from devtools.fakes.siteverify import SECRETS
 from devtools.ports import wait_until
@@ -23,21 +24,6 @@ ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "static" / "dist"
 SHOTS = ROOT / "test-artifacts" / "screenshots"
 DOC_SHOTS = ROOT / "docs" / "screenshots"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--use-fake-ui-for-media-stream",
-    "--use-fake-device-for-media-stream",
-    "--allow-loopback-in-peer-connection",
-    "--autoplay-policy=no-user-gesture-required",
-    # Nothing but loopback resolves: the LiveKit engine must never reach the internet.
-    "--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE localhost, EXCLUDE 127.0.0.1",
-]
 
 
 class _Quiet:
