@@ -76,6 +76,17 @@ class Settings:
     redis_url: str = "redis://127.0.0.1:6379/0"
     redis_key_prefix: str = "widget:"
     redis_socket_timeout: float = 0.5
+    redis_sentinels: tuple[tuple[str, int], ...] = ()
+    redis_sentinel_master: str = "mymaster"
+    redis_sentinel_username: str = ""
+    redis_sentinel_password: Secret = Secret("")
+    redis_username: str = ""
+    redis_password: Secret = Secret("")
+    redis_tls: bool = False
+    redis_tls_ca_file: Path | None = None
+    redis_cluster: bool = False
+    redis_wait_replicas: int = 0
+    redis_wait_timeout_ms: int = 100
     allow_insecure_origins: bool = False
     cors_max_age: int = 600
     rate_limit_per_ip: tuple[tuple[int, int], ...] = ((10, 60), (100, 900))
@@ -224,6 +235,59 @@ def _redis_url(value: str) -> str:
     return value
 
 
+def _sentinels(value: str) -> tuple[tuple[str, int], ...]:
+    """'10.0.0.1:26379,10.0.0.2:26379' (or [v6]:port) -> ((host, port), ...)."""
+    nodes = []
+    for part in filter(None, (p.strip() for p in value.split(","))):
+        host, sep, port = part.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"cannot read {part!r} (expected host:port)")
+        nodes.append((host.strip("[]"), int(port)))
+    return tuple(nodes)
+
+
+def _sentinel_master(value: str) -> str:
+    if not value.strip() or any(c.isspace() for c in value.strip()):
+        raise ValueError("expected the name Sentinel monitors the primary by")
+    return value.strip()
+
+
+def _wait_timeout(value: str) -> int:
+    number = int(value)
+    if not 1 <= number <= 60_000:
+        raise ValueError("expected milliseconds between 1 and 60000")
+    return number
+
+
+def hash_tag(prefix: str) -> str:
+    """What Redis Cluster hashes for keys starting with `prefix`: '' unless its first '{'
+    is closed by a '}' inside the prefix with something between (then every key of ours
+    is in one slot)."""
+    start = prefix.find("{")
+    end = prefix.find("}", start + 1) if start >= 0 else -1
+    return prefix[start + 1 : end] if end > start + 1 else ""
+
+
+def _check_redis(settings: Settings, named: set[str]) -> None:
+    """How the settings that choose a Redis fit together; one line when they do not."""
+    if settings.redis_sentinels and "REDIS_URL" in named:
+        raise ConfigError("set REDIS_URL (one node or a cluster node) or REDIS_SENTINELS, not both")
+    if settings.redis_cluster and settings.redis_sentinels:
+        raise ConfigError("REDIS_CLUSTER=1 takes REDIS_URL (a cluster node), not REDIS_SENTINELS")
+    if settings.redis_cluster and not hash_tag(settings.redis_key_prefix):
+        raise ConfigError(
+            "REDIS_CLUSTER=1 needs a hash-tagged REDIS_KEY_PREFIX such as {widget}: "
+            "(every key of a request must be in one slot)"
+        )
+    if settings.redis_cluster and urlsplit(settings.redis_url).scheme == "unix":
+        raise ConfigError("REDIS_CLUSTER=1 needs a redis:// or rediss:// REDIS_URL")
+    if settings.redis_tls and not settings.redis_sentinels:
+        raise ConfigError("REDIS_TLS is for REDIS_SENTINELS; with REDIS_URL use rediss://")
+    wait_ms = settings.redis_wait_timeout_ms
+    if settings.redis_wait_replicas and wait_ms >= settings.redis_socket_timeout * 1000:
+        raise ConfigError("REDIS_WAIT_TIMEOUT_MS must be below REDIS_SOCKET_TIMEOUT")
+
+
 def _score(value: str) -> float:
     number = float(value)
     if not 0 <= number <= 1:
@@ -259,6 +323,17 @@ FIELDS: dict[str, tuple[str, object]] = {
     "REDIS_URL": ("redis_url", _redis_url),
     "REDIS_KEY_PREFIX": ("redis_key_prefix", str),
     "REDIS_SOCKET_TIMEOUT": ("redis_socket_timeout", _positive_float),
+    "REDIS_SENTINELS": ("redis_sentinels", _sentinels),
+    "REDIS_SENTINEL_MASTER": ("redis_sentinel_master", _sentinel_master),
+    "REDIS_SENTINEL_USERNAME": ("redis_sentinel_username", str),
+    "REDIS_SENTINEL_PASSWORD": ("redis_sentinel_password", lambda v: Secret(v.strip())),
+    "REDIS_USERNAME": ("redis_username", str),
+    "REDIS_PASSWORD": ("redis_password", lambda v: Secret(v.strip())),
+    "REDIS_TLS": ("redis_tls", _bool),
+    "REDIS_TLS_CA_FILE": ("redis_tls_ca_file", lambda v: Path(v) if v.strip() else None),
+    "REDIS_CLUSTER": ("redis_cluster", _bool),
+    "REDIS_WAIT_REPLICAS": ("redis_wait_replicas", _non_negative_int),
+    "REDIS_WAIT_TIMEOUT_MS": ("redis_wait_timeout_ms", _wait_timeout),
     "ALLOW_INSECURE_ORIGINS": ("allow_insecure_origins", _bool),
     "CORS_MAX_AGE": ("cors_max_age", _non_negative_int),
     "RATE_LIMIT_PER_IP": ("rate_limit_per_ip", parse_limits),
@@ -332,12 +407,12 @@ def load_settings(
         except ValueError as exc:
             raise ConfigError(f"{name} is invalid: {exc}") from None
     settings = Settings(**values)
+    named = set(given) | set(overrides or {})
+    _check_redis(settings, named)
     if settings.production:
-        missing = [
-            name
-            for name in REQUIRED_IN_PRODUCTION
-            if name not in given and name not in (overrides or {})
-        ]
+        missing = [name for name in REQUIRED_IN_PRODUCTION if name not in named]
+        if settings.redis_sentinels and "REDIS_URL" in missing:
+            missing.remove("REDIS_URL")  # Sentinel says where the primary is
         if settings.usage_ip_mode == "hash" and not settings.usage_ip_hash_key:
             missing.append("USAGE_IP_HASH_KEY")
         if not settings.retell_api_key and "RETELL_API_KEY" not in missing:

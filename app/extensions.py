@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import redis
-from redis.backoff import NoBackoff
-from redis.retry import Retry
 
+from app.redis_clients import make_redis_client
 from app.retell.calls import RetellClient
 from app.retell.chat import ChatClient
 from config import Settings
 
 
 class RedisStore:
-    """One Redis client per process; short timeouts and no retries so we fail fast."""
+    """One Redis client per process (single node, Sentinel or Cluster: app/redis_clients.py);
+    short timeouts and no retries so we fail fast."""
 
     def __init__(self):
         self.client: redis.Redis | None = None
@@ -26,24 +26,6 @@ class RedisStore:
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
-
-
-def make_redis_client(settings: Settings) -> redis.Redis:
-    timeout = settings.redis_socket_timeout
-    # Blocking pool: under a burst a request waits (up to the timeout) for a connection
-    # instead of failing with "too many connections".
-    pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url,
-        max_connections=256,
-        timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=Retry(NoBackoff(), 0),
-        decode_responses=True,
-        health_check_interval=30,
-        client_name="retell-widget-gateway",
-    )
-    return redis.Redis(connection_pool=pool)
 
 
 redis_store = RedisStore()

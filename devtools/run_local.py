@@ -1,7 +1,8 @@
 """`make run`: the whole stack on loopback, in the foreground, stopped by Ctrl-C.
 
-    Redis          REDIS_URL if set; else redis-server on a free port in a temp dir;
-                   else fakeredis's TCP server (said which at start-up)
+    Redis          REDIS_SENTINELS or REDIS_URL (REDIS_CLUSTER=1: a cluster node) if set,
+                   passed through as they are; else redis-server on a free port in a temp
+                   dir; else fakeredis's TCP server (said which at start-up)
     fake Retell    devtools.fakes.retell + devtools.fakes.gateway + devtools.fakes.monitor
                    (live transcripts), only when RETELL_API_KEY is unset (announced in
                    one line); the gateway reports each call's start
@@ -84,8 +85,14 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
     notes: list[str] = []
 
     # Redis
-    if environ.get("REDIS_URL"):
-        notes.append(f"Redis: using REDIS_URL from the environment ({environ['REDIS_URL']})")
+    if environ.get("REDIS_SENTINELS"):
+        master = environ.get("REDIS_SENTINEL_MASTER", "mymaster")
+        notes.append(f"Redis: asking REDIS_SENTINELS ({environ['REDIS_SENTINELS']}) for {master}")
+    elif environ.get("REDIS_URL"):
+        cluster = " (a cluster node)" if environ.get("REDIS_CLUSTER", "0") not in ("", "0") else ""
+        notes.append(f"Redis: using REDIS_URL from the environment{cluster} ({_url(environ)})")
+    elif environ.get("REDIS_CLUSTER", "0") not in ("", "0"):
+        raise SystemExit("REDIS_CLUSTER=1 needs REDIS_URL: any node of your cluster")
     else:
         redis_port = free_port()
         redis_server = shutil.which("redis-server")
@@ -264,6 +271,21 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
     return processes, env, notes
 
 
+def _url(environ) -> str:
+    """REDIS_URL without its password, for the console."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(environ["REDIS_URL"])
+    if not parts.password:
+        return environ["REDIS_URL"]
+    return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+
+
+# What the admin CLI needs to reach the same Redis (printed, so never a password).
+REDIS_CHOICE = ("REDIS_URL", "REDIS_SENTINELS", "REDIS_SENTINEL_MASTER", "REDIS_CLUSTER",
+                "REDIS_KEY_PREFIX")  # fmt: skip
+
+
 def run_stack(args) -> int:
     from honcho.manager import Manager
 
@@ -296,8 +318,16 @@ def ready(args) -> int:
     """Allowlist the demo origins, wait until the API answers, print where to go."""
     import redis
 
-    settings_prefix = os.environ.get("REDIS_KEY_PREFIX", "widget:")
-    client = redis.Redis.from_url(os.environ["REDIS_URL"], socket_timeout=2)
+    from app.redis_clients import make_redis_client
+    from config import ConfigError, load_settings
+
+    try:
+        settings = load_settings()  # the app's own Redis settings: node, Sentinel or Cluster
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 1
+    settings_prefix = settings.redis_key_prefix
+    client = make_redis_client(settings)
     deadline = time.monotonic() + 20
     while True:
         try:
@@ -314,6 +344,11 @@ def ready(args) -> int:
         client.sadd(f"{settings_prefix}agents:{origin}", args.agent_id)
         client.sadd(f"{settings_prefix}chat-agents:{origin}", args.chat_agent_id)
         client.hset(f"{settings_prefix}limits:{origin}", "transcript", "1")
+    redis_env = " ".join(
+        f"{name}={shlex.quote(_url(os.environ) if name == 'REDIS_URL' else os.environ[name])}"
+        for name in REDIS_CHOICE
+        if os.environ.get(name)
+    )
     wait_for_http(f"{args.public}/api/health/ready", timeout=60)
     wait_for_http(f"{args.demo}/", timeout=10)
     print(
@@ -323,8 +358,7 @@ def ready(args) -> int:
         f"  API              : {args.public}/api/create-web-call\n"
         f"  Health           : {args.public}/api/health/ready\n"
         f"  Demo agent       : {args.agent_id} (voice), {args.chat_agent_id} (chat)\n"
-        f"  Admin CLI        : REDIS_URL={os.environ['REDIS_URL']} .venv/bin/flask --app wsgi "
-        "origins list\n"
+        f"  Admin CLI        : {redis_env} .venv/bin/flask --app wsgi origins list\n"
         "  Press Ctrl-C to stop everything.\n",
         flush=True,
     )

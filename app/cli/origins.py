@@ -73,7 +73,8 @@ def origins_remove(origins, keep_agents):
     pipe = _redis().pipeline()
     pipe.srem(redis_store.key("origins"), *entries)
     if not keep_agents:
-        pipe.delete(*[_grants(e, chat) for e in entries for chat in (False, True)])
+        for grants in (_grants(e, chat) for e in entries for chat in (False, True)):
+            pipe.delete(grants)  # one key a DEL: a cluster pipeline takes no multi-key DEL
     removed = pipe.execute()[0]
     click.echo(f"{removed} removed", err=True)
 

@@ -9,7 +9,7 @@ from flask import Blueprint, current_app, jsonify
 
 from app.extensions import redis_store
 from app.http import cors
-from app.usage import stream
+from app.usage import replicas, stream
 
 bp = Blueprint("health", __name__, url_prefix="/api")
 
@@ -46,6 +46,8 @@ def ready():
         else {"status": "error", "detail": "RETELL_API_KEY is not set"}
     )
     components["usage_stream"] = {"status": "ok", "write_failures": stream.write_failures.count}
+    if settings.redis_wait_replicas:  # records WAIT saw on fewer replicas than asked (logged)
+        components["redis"]["wait_shortfalls"] = replicas.shortfalls.count
     if settings.spend_limited or last_webhook:
         # Budgets and caps are settled by webhooks: say when one last arrived (never fatal).
         components["webhooks"] = {"status": "ok", "last_received": _iso(last_webhook)}

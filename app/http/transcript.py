@@ -30,6 +30,7 @@ from app.policy import admission
 from app.policy.admission import AdmissionRequest
 from app.policy.origins import InvalidOrigin, canonical_origin, is_dev_loopback, is_insecure
 from app.policy.tokens import TokenExpired, TokenInvalid
+from app.redis_clients import make_redis_client
 from app.retell.calls import CALL_ID
 from app.retell.monitor import Monitor
 from app.transcript import relay as transcript_relay
@@ -47,19 +48,15 @@ RETRY_MS = 3000
 def _setup(state) -> None:
     """The relay, built once per app: its own Redis pool for blocking reads."""
     settings = state.app.config["SETTINGS"]
-    timeout = settings.redis_socket_timeout
-    pool = redis.BlockingConnectionPool.from_url(
-        settings.redis_url,
+    blocking = make_redis_client(
+        settings,
+        socket_timeout=transcript_relay.HEARTBEAT_S + settings.redis_socket_timeout + 1,
         max_connections=1024,  # a listener holds one while it waits (gevent: ~1000/worker)
-        timeout=timeout,
-        socket_timeout=transcript_relay.HEARTBEAT_S + timeout + 1,
-        socket_connect_timeout=timeout,
-        decode_responses=True,
         client_name="retell-widget-transcript",
     )
     monitor = Monitor(settings.retell_monitor_base, settings.retell_api_key.reveal())
     state.app.extensions["transcripts"] = transcript_relay.TranscriptRelay(
-        redis_store.client, redis.Redis(connection_pool=pool), settings.redis_key_prefix, monitor
+        redis_store.client, blocking, settings.redis_key_prefix, monitor
     )
 
 

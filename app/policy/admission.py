@@ -19,6 +19,7 @@ from pathlib import Path
 import redis
 
 from app.policy.origins import candidate_entries
+from app.redis_clients import raise_if_readonly
 from app.usage.entry import FIELDS, UsageEntry
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,8 @@ class Decision:
 class Admission:
     def __init__(self, client: redis.Redis, settings, providers_ready: dict | None = None):
         """providers_ready: which verification providers have their keys (Verifier)."""
-        self.script = client.register_script(SCRIPT)
+        self.client, self.script = client, client.register_script(SCRIPT)
+        self.keys = [settings.redis_key_prefix + "origins"]  # routes the script in a cluster
         # The parts of every request that come from settings, encoded once.
         self.fixed = {
             "prefix": settings.redis_key_prefix,
@@ -154,9 +156,11 @@ class Admission:
             payload["verified"], payload["replay_key"] = request.verified, request.replay_key
         if request.body_error:
             payload["body_error"] = dict(zip(("status", "error"), request.body_error, strict=True))
-        reply = json.loads(self.script(keys=[], args=[self.fixed_json + json.dumps(payload)[1:]]))
+        args = [self.fixed_json + json.dumps(payload)[1:]]
+        reply = json.loads(self.script(keys=self.keys, args=args))
         problems = reply.pop("problems", "")
         if problems:
+            raise_if_readonly(self.client, problems)
             # A wrong-type key or a failed usage write: the request still failed closed.
             log.warning("redis problems during admission: %s", problems)
         names = {f.name for f in dataclasses.fields(Decision)}

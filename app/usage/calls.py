@@ -14,7 +14,9 @@ from pathlib import Path
 import redis
 
 from app.policy.admission import JOIN_WINDOW_MS, Decision
+from app.redis_clients import raise_if_readonly
 from app.usage.entry import FIELDS, UsageEntry
+from app.usage.replicas import ReplicaWait
 from app.usage.stream import write_failures
 
 log = logging.getLogger(__name__)
@@ -29,7 +31,9 @@ EVENT_FIELDS = (
 
 class CallLedger:
     def __init__(self, client: redis.Redis, settings):
-        self.script = client.register_script(SCRIPT)
+        self.client, self.script = client, client.register_script(SCRIPT)
+        self.keys = [settings.redis_key_prefix + "origins"]  # routes the script in a cluster
+        self.replicas = ReplicaWait(client, settings)
         self.fixed = {
             "prefix": settings.redis_key_prefix,
             "maxlen": settings.usage_stream_maxlen,
@@ -40,8 +44,12 @@ class CallLedger:
         self.fixed_json = json.dumps(self.fixed)[:-1] + ","  # encoded once
 
     def _run(self, payload: dict) -> str:
-        reply = json.loads(self.script(keys=[], args=[self.fixed_json + json.dumps(payload)[1:]]))
+        args = [self.fixed_json + json.dumps(payload)[1:]]
+        # A created call's record is confirmed on REDIS_WAIT_REPLICAS replicas, same trip.
+        confirm = payload["op"] == "created"
+        reply = json.loads(self.replicas.run(self.script, self.keys, args, confirm))
         if reply.get("problems"):
+            raise_if_readonly(self.client, reply["problems"])
             log.warning("redis problems in the call ledger: %s", reply["problems"])
         return reply["outcome"]
 

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import redis
 
+from app.redis_clients import raise_if_readonly
 from app.usage.entry import FIELDS, UsageEntry
+from app.usage.replicas import ReplicaWait
 from app.usage.stream import write_failures
 
 log = logging.getLogger(__name__)
@@ -27,7 +29,9 @@ SWEEP_GRACE_MS = 60_000  # gateway hosts' clocks may differ from Redis's by this
 
 class ChatLedger:
     def __init__(self, client: redis.Redis, settings):
-        self.script = client.register_script(SCRIPT)
+        self.client, self.script = client, client.register_script(SCRIPT)
+        self.keys = [settings.redis_key_prefix + "origins"]  # routes the script in a cluster
+        self.replicas = ReplicaWait(client, settings)
         self.fixed = {
             "prefix": settings.redis_key_prefix,
             "maxlen": settings.usage_stream_maxlen,
@@ -42,8 +46,12 @@ class ChatLedger:
 
     def _run(self, payload: dict) -> dict:
         """Raises redis.RedisError when Redis cannot answer."""
-        reply = json.loads(self.script(keys=[], args=[self.fixed_json + json.dumps(payload)[1:]]))
+        args = [self.fixed_json + json.dumps(payload)[1:]]
+        # A started chat's record is confirmed on REDIS_WAIT_REPLICAS replicas, same trip.
+        confirm = payload["op"] == "created"
+        reply = json.loads(self.replicas.run(self.script, self.keys, args, confirm))
         if reply.get("problems"):
+            raise_if_readonly(self.client, reply["problems"])
             log.warning("redis problems in the chat ledger: %s", reply["problems"])
         reply["swept"] = list(reply.get("swept") or [])  # cjson writes an empty list as {}
         return reply
