@@ -98,8 +98,6 @@ class SentinelBlockingPool(SentinelConnectionPool, redis.BlockingConnectionPool)
 
 def _sentinel_client(settings: Settings, options: dict, max_connections: int) -> redis.Redis:
     tls = {"ssl": True} if settings.redis_tls else {}
-    if tls and settings.redis_tls_ca_file:
-        tls["ssl_ca_certs"] = str(settings.redis_tls_ca_file)
     asking = {
         "socket_timeout": settings.redis_socket_timeout,
         "socket_connect_timeout": settings.redis_socket_timeout,
@@ -107,6 +105,8 @@ def _sentinel_client(settings: Settings, options: dict, max_connections: int) ->
         "client_name": options["client_name"],
         **tls,
     }
+    if "ssl_ca_certs" in options:  # the same CA for the sentinels as for the nodes
+        asking["ssl_ca_certs"] = options["ssl_ca_certs"]
     if settings.redis_sentinel_username:
         asking["username"] = settings.redis_sentinel_username
     if settings.redis_sentinel_password:

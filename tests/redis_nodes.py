@@ -31,6 +31,7 @@ class Node:
         self.dir.mkdir()
         self.conf = self.dir / "redis.conf"
         self.lines, self.binary = lines, binary
+        self.password: str | None = None  # what client() logs in with
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Node:
@@ -62,7 +63,8 @@ class Node:
                 self.kill()
 
     def client(self, **options) -> redis.Redis:
-        options = {"decode_responses": True, "socket_timeout": 2, **options}
+        options = {"decode_responses": True, "socket_timeout": 2, "password": self.password,
+                   **options}  # fmt: skip
         return redis.Redis(port=self.port, **options)
 
     def info(self, section: str) -> dict:
@@ -73,18 +75,32 @@ class Node:
 class SentinelSet:
     """A primary, one replica and three sentinels (quorum 2), quick to notice a death."""
 
-    def __init__(self, down_after_ms: int = 500, failover_timeout_ms: int = 2000):
+    def __init__(
+        self,
+        down_after_ms: int = 500,
+        failover_timeout_ms: int = 2000,
+        password: str | None = None,
+        sentinel_password: str | None = None,
+    ):
+        """password: the nodes' requirepass (and masterauth); sentinel_password: the
+        sentinels' own requirepass."""
         self.root = Path(tempfile.mkdtemp(prefix="test-sentinel-"))
         self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
+        self.password, self.sentinel_password = password, sentinel_password
         self.servers: list[Node] = []
         self.sentinels: list[Node] = []
 
     def start(self) -> SentinelSet:
         # Diskless, immediate syncs: a replica is in step within milliseconds.
         sync = ["repl-diskless-sync yes", "repl-diskless-sync-delay 0"]
-        primary = Node(self.root, "primary", sync).start()
+        if self.password:
+            sync += [f"requirepass {self.password}", f"masterauth {self.password}"]
+        primary = Node(self.root, "primary", sync)
         replica = Node(self.root, "replica", [*sync, f"replicaof 127.0.0.1 {primary.port}"])
-        self.servers = [primary, replica.start()]
+        self.servers = [primary, replica]
+        for node in self.servers:
+            node.password = self.password
+            node.start()
         wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 10)
         watch = [
             f"sentinel monitor {MASTER} 127.0.0.1 {primary.port} 2",
@@ -92,8 +108,14 @@ class SentinelSet:
             f"sentinel failover-timeout {MASTER} {self.failover_timeout_ms}",
             f"sentinel parallel-syncs {MASTER} 1",
         ]
+        if self.password:
+            watch.append(f"sentinel auth-pass {MASTER} {self.password}")
+        if self.sentinel_password:
+            watch.append(f"requirepass {self.sentinel_password}")  # also between sentinels
         for i in range(3):
-            self.sentinels.append(Node(self.root, f"sentinel{i}", watch, SENTINEL).start())
+            sentinel = Node(self.root, f"sentinel{i}", watch, SENTINEL)
+            sentinel.password = self.sentinel_password
+            self.sentinels.append(sentinel.start())
         self.wait_settled()
         return self
 

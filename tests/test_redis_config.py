@@ -94,6 +94,14 @@ def test_each_mode_gets_its_own_client_with_no_retries():
     assert isinstance(sentinel.connection_pool, redis.BlockingConnectionPool)
     assert sentinel.connection_pool.connection_kwargs["retry"].get_retries() == 0
     assert sentinel.connection_pool.sentinel_manager.sentinels[0].get_retry().get_retries() == 0
+    secured = {"REDIS_SENTINELS": "127.0.0.1:1", "REDIS_TLS": "1", "REDIS_PASSWORD": "pw",
+               "REDIS_TLS_CA_FILE": "/etc/ssl/ca.pem", "REDIS_SENTINEL_PASSWORD": "sp"}  # fmt: skip
+    tls = make_redis_client(load_settings(secured))
+    node_options = tls.connection_pool.connection_kwargs
+    asked = tls.connection_pool.sentinel_manager.sentinel_kwargs
+    assert node_options["ssl_ca_certs"] == asked["ssl_ca_certs"] == "/etc/ssl/ca.pem"
+    assert (node_options["password"], asked["password"], asked["ssl"]) == ("pw", "sp", True)
+    assert "SSL" in tls.connection_pool.connection_class.__name__
     cluster = make_redis_client(
         load_settings({"REDIS_CLUSTER": "1", "REDIS_KEY_PREFIX": "{widget}:"})
     )

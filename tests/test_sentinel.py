@@ -81,6 +81,29 @@ def test_calls_chats_health_and_the_cli_through_sentinel(primary, sentinel_app):
     assert kinds == ["created", "created"]
 
 
+def test_passwords_for_the_nodes_and_for_the_sentinels(fake_retell):
+    """requirepass on both Redis nodes and on the sentinels: REDIS_PASSWORD for the first,
+    REDIS_SENTINEL_PASSWORD for the second; without them, 503 (fail closed)."""
+    group = SentinelSet(password="node-pw", sentinel_password="sentinel-pw").start()
+    try:
+        with group.node(group.primary_port()).client() as redis:
+            redis.sadd("widget:origins", ORIGIN)
+            redis.sadd(f"widget:agents:{ORIGIN}", AGENT)
+        config = app_config(SimpleNamespace(url=""), fake_retell, REDIS_SENTINELS=group.addresses)
+        del config["REDIS_URL"]
+        for given, status in (
+            ({}, 503),
+            ({"REDIS_SENTINEL_PASSWORD": "sentinel-pw"}, 503),  # the node refuses us
+            ({"REDIS_PASSWORD": "node-pw"}, 503),  # the sentinels refuse us
+            ({"REDIS_PASSWORD": "node-pw", "REDIS_SENTINEL_PASSWORD": "sentinel-pw"}, 201),
+        ):
+            app = create_app({**config, **given})
+            assert post(app.test_client()).status_code == status, given
+            app.extensions["redis"].client.close()
+    finally:
+        group.stop()
+
+
 def test_a_demoted_node_is_unavailable_and_the_pool_recovers(
     sentinels, primary, sentinel_app, caplog
 ):
