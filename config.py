@@ -7,6 +7,7 @@ Nothing else in the code reads os.environ.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ LIMIT_PART = re.compile(
     r"^\s*(\d+)\s*(?:per|/)\s*(\d+)?\s*(second|minute|hour|day)s?\s*$", re.IGNORECASE
 )
 UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400}
+LOOPBACK = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 class ConfigError(ValueError):
@@ -127,6 +129,8 @@ class Settings:
     usage_ip_mode: str = "hash"
     usage_ip_hash_key: Secret = Secret("")
     usage_spool_dir: Path | None = None
+    metrics_enabled: bool = True
+    metrics_allow_from: tuple = LOOPBACK  # ip networks that may read /metrics
     widget_manifest: Path = ROOT / "static" / "dist" / "manifest.json"
     widget_latest_version: str = ""
     widget_changelog_url: str = ""
@@ -288,6 +292,14 @@ def _check_redis(settings: Settings, named: set[str]) -> None:
         raise ConfigError("REDIS_WAIT_TIMEOUT_MS must be below REDIS_SOCKET_TIMEOUT")
 
 
+def _networks(value: str) -> tuple:
+    """'127.0.0.1, 10.0.0.0/24' -> ip networks (a bare address is a /32 or /128)."""
+    try:
+        return tuple(ipaddress.ip_network(p.strip()) for p in value.split(",") if p.strip())
+    except ValueError as exc:
+        raise ValueError(f"expected addresses or networks, comma-separated ({exc})") from None
+
+
 def _score(value: str) -> float:
     number = float(value)
     if not 0 <= number <= 1:
@@ -377,6 +389,8 @@ FIELDS: dict[str, tuple[str, object]] = {
     "USAGE_IP_MODE": ("usage_ip_mode", _choice("hash", "truncate", "full", "none")),
     "USAGE_IP_HASH_KEY": ("usage_ip_hash_key", lambda v: Secret(v.strip())),
     "USAGE_SPOOL_DIR": ("usage_spool_dir", lambda v: Path(v) if v.strip() else None),
+    "METRICS_ENABLED": ("metrics_enabled", _bool),
+    "METRICS_ALLOW_FROM": ("metrics_allow_from", _networks),
     "WIDGET_MANIFEST": ("widget_manifest", Path),
     "WIDGET_LATEST_VERSION": ("widget_latest_version", str),
     "WIDGET_CHANGELOG_URL": ("widget_changelog_url", str),

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from flask import Flask
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from app import cli, http
+from app import cli, http, metrics
 from app.errors import register_error_handlers
 from app.extensions import chat_client, redis_store, retell_client
 from app.logs import configure_logging, init_request_logging
@@ -19,6 +19,7 @@ from app.policy.admission import Admission
 from app.policy.allowlist import log_allowlist_problems
 from app.policy.tokens import TokenSigner
 from app.policy.verify import Verifier
+from app.usage import spool
 from app.usage.calls import CallLedger
 from app.usage.chats import ChatLedger
 from config import Settings, load_settings
@@ -64,8 +65,10 @@ def create_app(config: Mapping[str, object] | Settings | None = None) -> Flask:
     app.extensions["admission"] = Admission(redis_store.client, settings, verifier.readiness())
     app.extensions["ledger"] = CallLedger(redis_store.client, settings)
     app.extensions["chats"] = ChatLedger(redis_store.client, settings)
+    spool.init_app(app)  # records Redis did not take, replayed once it answers
 
     http.init_app(app)
+    metrics.init_app(app)
     register_error_handlers(app)
     init_request_logging(app)
     cli.init_app(app)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, jsonify, request
+from flask import Flask, g, jsonify, request
 from werkzeug.exceptions import HTTPException
 
 log = logging.getLogger(__name__)
@@ -54,6 +54,7 @@ def upstream_error(kind: str, retry_after: int | None = None, headers=None) -> A
 
 
 def error_response(status: int, code: str, message: str, headers=None, **extra):
+    g.error_code = code  # what the answer says, for app/metrics.py (no body to parse)
     response = jsonify({"error": code, "message": message, **extra})
     response.status_code = status
     response.headers.update(headers or {})

@@ -24,6 +24,9 @@ Worker class: gevent, 1000 connections per worker (chosen by measurement, bench/
   Worker recycling every 2000 requests cost 12-31% of worker CPU in re-imports under
   load, so max_requests is high: a slow leak is still bounded, restarts are rare.
 
+Metrics: prometheus_client's multiprocess mode, prepared by the hooks at the end (no
+setting needed); GET /metrics adds up every worker's values.
+
 Access log: off by default, because the app writes one JSON line per request
 (method, path, status, duration, request id, origin); GUNICORN_ACCESS_LOG=- adds
 gunicorn's own JSON line (client address, X-Forwarded-For, bytes, pid). Two lines per
@@ -40,6 +43,8 @@ an in-flight create finish rather than cutting a call that Retell already minted
 import json
 import multiprocessing
 import os
+import shutil
+import tempfile
 import time
 
 from gunicorn.glogging import Logger
@@ -148,3 +153,35 @@ class JsonAccessLogger(Logger):
 
 
 logger_class = JsonAccessLogger
+
+# Prometheus (app/metrics.py): every worker writes its values to files in one directory,
+# which /metrics adds up. Prepared once per master start (a HUP reload keeps it):
+# PROMETHEUS_MULTIPROC_DIR if set (emptied first), else a new one in RAM, removed at exit.
+# The environment is set before any worker imports prometheus_client, which reads it then.
+_METRICS_DIR_PREFIX = "widget-gateway-metrics-"
+
+
+def on_starting(server):
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "").strip()
+    if path:
+        os.makedirs(path, exist_ok=True)
+        for name in os.listdir(path):
+            if name.endswith(".db"):  # an earlier run's values: counters start at zero
+                os.unlink(os.path.join(path, name))
+    else:
+        prefix = f"{_METRICS_DIR_PREFIX}{os.getpid()}-"  # whose it is, if one is left
+        path = tempfile.mkdtemp(prefix=prefix, dir=worker_tmp_dir)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+
+
+def child_exit(server, worker):
+    """A dead worker's live gauges go (its counters stay: they are totals)."""
+    from prometheus_client import multiprocess
+
+    multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    path = os.environ.get("PROMETHEUS_MULTIPROC_DIR", "")
+    if os.path.basename(path).startswith(_METRICS_DIR_PREFIX):  # ours, not the operator's
+        shutil.rmtree(path, ignore_errors=True)

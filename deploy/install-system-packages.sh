@@ -5,7 +5,7 @@ set -euo pipefail
 want_for() {
   case "$1" in
     run) echo "redis-server:redis-server nginx:nginx" ;;
-    test) echo "redis-server:redis-server redis-sentinel:redis-sentinel nginx:nginx chromium:chromium systemd-analyze:systemd" ;;
+    test) echo "redis-server:redis-server redis-sentinel:redis-sentinel nginx:nginx chromium:chromium systemd-analyze:systemd promtool:prometheus" ;;
     bench) echo "redis-server:redis-server nginx:nginx wrk:wrk chromium:chromium" ;;
     server) echo "redis-server:redis-server nginx:nginx" ;;
     build) echo "npm:npm" ;;

@@ -1,4 +1,5 @@
-"""flask --app wsgi usage tail|report|export: reading the usage and call-events streams."""
+"""flask --app wsgi usage tail|report|export|replay: reading the usage and call-events
+streams, and applying the usage spool."""
 
 from __future__ import annotations
 
@@ -10,12 +11,13 @@ import re
 import sys
 
 import click
+from flask import current_app
 from flask.cli import AppGroup
 
 from app.extensions import redis_store
 from app.usage import reports
 
-usage_cli = AppGroup("usage", help="Read the usage and call-events streams.")
+usage_cli = AppGroup("usage", help="Read the usage and call-events streams; replay the spool.")
 DURATION = re.compile(r"([0-9]+)([smhd])")
 
 
@@ -152,3 +154,19 @@ def usage_export(group, consumer, claim_idle, stream):
         _redis(), redis_store.key(stream), group, consumer, write, claim_idle * 1000
     )
     click.echo(f"{written} exported", err=True)
+
+
+@usage_cli.command("replay")
+def usage_replay():
+    """Apply the usage spool (USAGE_SPOOL_DIR): records Redis could not take, each once.
+    Exit status 1 while lines remain (Redis still unavailable)."""
+    spool = current_app.extensions["spool"]
+    if spool.directory is None:
+        raise click.ClickException("USAGE_SPOOL_DIR is not set")
+    done = spool.replay()
+    click.echo(
+        f"{done.applied} applied, {done.duplicate} already there, {done.kept} kept "
+        f"(Redis unavailable), {done.rejected} rejected; {spool.pending()} pending"
+    )
+    if done.kept:
+        sys.exit(1)

@@ -10,11 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import time
 
 import redis
 from flask import Blueprint, current_app, g, jsonify, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from app import metrics
 from app.errors import ApiError, upstream_error
 from app.extensions import redis_store, retell_client
 from app.http import cors
@@ -126,6 +128,7 @@ def parse_body() -> dict:
 
 def unavailable(exc: Exception):
     log.error("redis unavailable: %s", type(exc).__name__)
+    metrics.redis_error()
     return ApiError(503, "unavailable", "The service is temporarily unavailable.")
 
 
@@ -188,6 +191,7 @@ def admit(
     """One round trip; a refusal is recorded by the script itself. The entry's kind says
     whether a call or a chat is asked for."""
     gate = current_app.extensions["admission"]
+    started = time.perf_counter()
     try:
         return gate.decide(
             AdmissionRequest(
@@ -207,6 +211,8 @@ def admit(
         if not isinstance(exc, redis.ConnectionError | redis.TimeoutError):
             _record(entry.decided("unavailable", 503, error="unavailable"))
         raise unavailable(exc) from None
+    finally:
+        metrics.admission(entry.kind, time.perf_counter() - started)
 
 
 def refuse_unless_admitted(

@@ -222,9 +222,11 @@ def open_chat(
         ledger.created(chat_id, token.entry, token.agent_id, token.origin,
                        token.expires_at * 1000, created)  # fmt: skip
     except redis.RedisError as exc:
-        # Without its record the chat could take no message: give it up, upstream too.
+        # Without its record the chat could take no message: give it up, upstream too, and
+        # spool its usage entry (what Retell made is on the stream once Redis is back).
         write_failures.add()
         end_upstream(chat_id)
+        ledger.abandoned(created.decided("unavailable", 503, error="unavailable"), exc)
         raise unavailable(exc) from None
     return {
         "chat_id": chat_id,

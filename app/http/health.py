@@ -7,6 +7,7 @@ import datetime as dt
 import redis
 from flask import Blueprint, current_app, jsonify
 
+from app import metrics
 from app.extensions import redis_store
 from app.http import cors
 from app.usage import replicas, stream
@@ -40,12 +41,15 @@ def ready():
         components["redis"] = {"status": "ok"}
     except redis.RedisError as exc:
         components["redis"] = {"status": "error", "detail": type(exc).__name__}
+        metrics.redis_error()
     components["retell"] = (
         {"status": "ok", "api_version": settings.retell_api_version}
         if settings.retell_api_key
         else {"status": "error", "detail": "RETELL_API_KEY is not set"}
     )
     components["usage_stream"] = {"status": "ok", "write_failures": stream.write_failures.count}
+    # Where records go while Redis is away: unwritable is an error (they would be lost).
+    components["spool"] = current_app.extensions["spool"].status()
     if settings.redis_wait_replicas:  # records WAIT saw on fewer replicas than asked (logged)
         components["redis"]["wait_shortfalls"] = replicas.shortfalls.count
     if settings.spend_limited or last_webhook:

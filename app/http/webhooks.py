@@ -15,6 +15,7 @@ import redis
 from flask import Blueprint, current_app, g, request
 from werkzeug.exceptions import RequestEntityTooLarge
 
+from app import metrics
 from app.errors import ApiError
 from app.retell import webhooks
 from app.retell.calls import CALL_ID
@@ -33,9 +34,11 @@ def retell_webhook():
     key = current_app.config["SETTINGS"].retell_api_key.reveal()
     if not webhooks.verify(raw, request.headers.get("X-Retell-Signature"), key, _now_ms()):
         log.warning("webhook refused: missing, invalid or stale signature")
+        metrics.webhook("unverified", "invalid_signature")
         raise ApiError(401, "invalid_signature", "The signature is missing, invalid or stale.")
     event, call = _event(raw)
     if event not in USED_EVENTS:
+        metrics.webhook("other", "ignored")  # any event name: a label with few values
         return "", 204
     call_id = call.get("call_id")
     if not isinstance(call_id, str) or not CALL_ID.fullmatch(call_id):
@@ -47,8 +50,11 @@ def retell_webhook():
         )
     except redis.RedisError as exc:
         log.error("webhook not settled, redis unavailable: %s", type(exc).__name__)
+        metrics.webhook(event, "unavailable")
+        metrics.redis_error()
         raise ApiError(503, "unavailable", "The service is temporarily unavailable.") from None
     log.info("webhook %s for %s: %s", event, call_id, outcome)
+    metrics.webhook(event, outcome)
     return "", 204
 
 

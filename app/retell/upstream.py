@@ -16,6 +16,7 @@ import urllib3
 from urllib3.exceptions import HTTPError, MaxRetryError, NewConnectionError
 from urllib3.exceptions import TimeoutError as UrllibTimeout
 
+from app import metrics
 from config import Settings
 
 log = logging.getLogger(__name__)
@@ -75,10 +76,13 @@ class RetellHttp:
         if body is not None:
             headers["Content-Type"] = "application/json"
         started = time.perf_counter()
+        api, status = _api_name(path), ""  # status: Retell's, once it answered
 
         def failure(kind, retry_after=None):
-            elapsed = round((time.perf_counter() - started) * 1000)
-            return UpstreamFailure(kind, elapsed, retry_after)
+            elapsed = time.perf_counter() - started
+            if not status:  # no answer: why not is its status (an answer is observed below)
+                metrics.upstream(api, kind, elapsed)
+            return UpstreamFailure(kind, round(elapsed * 1000), retry_after)
 
         read = s.upstream_read_timeout if read_timeout is None else read_timeout
         try:
@@ -99,7 +103,10 @@ class RetellHttp:
                 raise failure(TIMEOUT) from None
             log.warning("upstream request failed: %s", type(cause).__name__)
             raise failure(UNREACHABLE) from None
-        latency_ms = round((time.perf_counter() - started) * 1000)
+        elapsed = time.perf_counter() - started
+        latency_ms = round(elapsed * 1000)
+        status = str(response.status)
+        metrics.upstream(api, status, elapsed)
         if raw is None:
             raise failure(OVERSIZED)
         if not 200 <= response.status < 300:
@@ -111,6 +118,15 @@ class RetellHttp:
         except (ValueError, RecursionError):
             log.warning("upstream answered %s with an unusable body", response.status)
             raise failure(UNUSABLE) from None
+
+
+def _api_name(path: str) -> str:
+    """'/v3/create-web-call' -> 'create-web-call', '/get-chat/<id>' -> 'get-chat': a
+    metric label with a few values, never an id."""
+    parts = path.strip("/").split("/")
+    if parts[0] in ("v2", "v3") and len(parts) > 1:
+        parts = parts[1:]
+    return parts[0]
 
 
 def _read_bounded(response: urllib3.BaseHTTPResponse, max_bytes: int) -> bytes | None:

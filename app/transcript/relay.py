@@ -26,6 +26,7 @@ from collections.abc import Iterator
 
 import redis
 
+from app import metrics
 from app.retell.monitor import Monitor, MonitorGone
 from app.transcript import items as transcript_items
 
@@ -138,6 +139,7 @@ class TranscriptRelay:
         expire_ms = expires_at * 1000 + KEEP_MS
         ending = ""
         watch = self.monitor.watch(call_id)
+        metrics.gauge_add(metrics.TRANSCRIPT_RELAYS, 1)
         try:
             known = self._known(keys)
             next_tick, alone_since = 0.0, None
@@ -174,6 +176,7 @@ class TranscriptRelay:
         except Exception:
             log.exception("transcript relay for %s failed", call_id)
         finally:
+            metrics.gauge_add(metrics.TRANSCRIPT_RELAYS, -1)
             watch.close()
             self.relays.pop(call_id, None)
             if not ending:
@@ -242,6 +245,7 @@ class Listener:
             self.snapshot[-1] = (kind, self.cursor, data)
 
     def events(self) -> Iterator[tuple[str, str | None, dict] | None]:
+        metrics.gauge_add(metrics.TRANSCRIPT_LISTENERS, 1)
         try:
             for event in self.snapshot:
                 yield event
@@ -268,6 +272,7 @@ class Listener:
                     if state:
                         yield "transcript", entry_id, transcript_items.public(state)
         finally:
+            metrics.gauge_add(metrics.TRANSCRIPT_LISTENERS, -1)
             self.leave()
 
     def leave(self) -> None:

@@ -34,6 +34,16 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A spooled write replayed (app/usage/spool.py): applied once, by its spool line's id; a
+-- created call whose record exists was written the first time after all.
+if req.replay then
+  local written = req.op == 'created' and redis.call('EXISTS', prefix .. 'call:' .. req.call_id) == 1
+  local marker = prefix .. 'replayed:' .. req.replay
+  if written or not redis.call('SET', marker, req.op, 'NX', 'PX', req.record_ttl_ms) then
+    return reply('duplicate')
+  end
+end
+
 if req.op == 'created' then
   local key = prefix .. 'call:' .. req.call_id
   redis.call('HSET', key, 'entry', req.entry, 'origin', req.origin, 'agent_id', req.agent_id,

@@ -17,6 +17,7 @@ from app.policy.admission import JOIN_WINDOW_MS, Decision
 from app.redis_clients import raise_if_readonly
 from app.usage.entry import FIELDS, UsageEntry
 from app.usage.replicas import ReplicaWait
+from app.usage.spool import Spool
 from app.usage.stream import write_failures
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ EVENT_FIELDS = (
 
 
 class CallLedger:
+    spool = Spool(None)  # the app's, from app/usage/spool.py init_app
+
     def __init__(self, client: redis.Redis, settings):
         self.client, self.script = client, client.register_script(SCRIPT)
         self.keys = [settings.redis_key_prefix + "origins"]  # routes the script in a cluster
@@ -54,12 +57,20 @@ class CallLedger:
         return reply["outcome"]
 
     def _write(self, payload: dict, entry: UsageEntry) -> None:
-        """One round trip that also writes the usage entry; a failure is logged, not raised."""
+        """One round trip that also writes the usage entry; a failure is logged, not raised,
+        and what it asked is spooled for replay (app/usage/spool.py)."""
+        payload = {**payload, "usage": entry.fields()}
         try:
-            self._run({**payload, "usage": entry.fields()})
+            self._run(payload)
         except redis.RedisError as exc:
             write_failures.add()
             log.error("call ledger not written (%s): %s", type(exc).__name__, entry.outcome)
+            self.spool.keep("calls", payload, exc)
+
+    def replay(self, payload: dict, marker: str) -> str:
+        """A spooled `created` or `released`, applied once per marker (else "duplicate").
+        Raises redis.RedisError."""
+        return self._run({**payload, "replay": marker})
 
     def created(self, decision: Decision, call_id: str, origin: str, entry: UsageEntry) -> None:
         self._write(

@@ -95,6 +95,17 @@ local function check()
   return nil, record, not record.entry or record.ended == '1'
 end
 
+-- A spooled write replayed (app/usage/spool.py): applied once, by its spool line's id; a
+-- chat whose record exists was written the first time after all.
+if req.replay then
+  local chat_id = req.usage.chat_id or ''
+  local written = chat_id ~= '' and redis.call('EXISTS', prefix .. 'chat:' .. chat_id) == 1
+  local marker = prefix .. 'replayed:' .. req.replay
+  if written or not redis.call('SET', marker, req.op, 'NX', 'PX', req.record_ttl_ms) then
+    return reply({outcome = 'duplicate'})
+  end
+end
+
 if req.op == 'created' then
   local key = prefix .. 'chat:' .. req.chat_id
   redis.call('HSET', key, 'entry', req.entry, 'origin', req.origin, 'agent_id', req.agent_id,

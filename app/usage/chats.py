@@ -18,6 +18,7 @@ import redis
 from app.redis_clients import raise_if_readonly
 from app.usage.entry import FIELDS, UsageEntry
 from app.usage.replicas import ReplicaWait
+from app.usage.spool import Spool
 from app.usage.stream import write_failures
 
 log = logging.getLogger(__name__)
@@ -28,6 +29,8 @@ SWEEP_GRACE_MS = 60_000  # gateway hosts' clocks may differ from Redis's by this
 
 
 class ChatLedger:
+    spool = Spool(None)  # the app's, from app/usage/spool.py init_app
+
     def __init__(self, client: redis.Redis, settings):
         self.client, self.script = client, client.register_script(SCRIPT)
         self.keys = [settings.redis_key_prefix + "origins"]  # routes the script in a cluster
@@ -75,12 +78,26 @@ class ChatLedger:
         return self._run(payload)["swept"]
 
     def failed(self, usage: UsageEntry) -> None:
-        """A chat that did not start: its usage entry (and a sweep). Never raises."""
+        """A chat that did not start: its usage entry (and a sweep). Never raises; what
+        Redis did not take is spooled for replay (app/usage/spool.py)."""
+        payload = {"op": "failed", "usage": usage.fields(), "request_id": usage.request_id}
         try:
-            self._run({"op": "failed", "usage": usage.fields(), "request_id": usage.request_id})
+            self._run(payload)
         except redis.RedisError as exc:
             write_failures.add()
             log.error("chat usage entry not written (%s): %s", type(exc).__name__, usage.outcome)
+            self.spool.keep("chats", payload, exc)
+
+    def abandoned(self, usage: UsageEntry, exc: Exception) -> None:
+        """A chat Retell made whose record Redis did not take (the route gives it up): its
+        usage entry, spooled as a failed start."""
+        payload = {"op": "failed", "usage": usage.fields(), "request_id": usage.request_id}
+        self.spool.keep("chats", payload, exc)
+
+    def replay(self, payload: dict, marker: str) -> str:
+        """A spooled `failed`, applied once per marker (else "duplicate"). Raises
+        redis.RedisError."""
+        return self._run({**payload, "replay": marker})["outcome"]
 
     def message(self, chat_id: str, entry: str, agent_id: str, implicit: bool) -> dict:
         """{outcome: admitted | origin_denied | agent_denied | chat_ended | message_limit |

@@ -8,6 +8,7 @@ import threading
 
 import redis
 
+from app import metrics
 from app.usage.entry import UsageEntry
 
 log = logging.getLogger(__name__)
@@ -23,6 +24,7 @@ class FailureCounter:
     def add(self) -> None:
         with self._lock:
             self.count += 1
+        metrics.usage_write_failed()
 
 
 write_failures = FailureCounter()

@@ -64,21 +64,25 @@ class SiteSettings:
     # Live transcripts (SSE): the app writes at least every 5 s; this long silent is dead.
     transcript_read_timeout: int = 120
     access_log: str = "/var/log/nginx/widget-gateway.access.log"
+    # Who may read /metrics through nginx (allow lines; everyone else is denied). The app
+    # has its own list too, METRICS_ALLOW_FROM (loopback by default).
+    metrics_allow: tuple[str, ...] = ("127.0.0.1", "::1")
     # Where the rendered files will live; the site includes its snippets from here.
     conf_dir: str = "/etc/nginx/widget-gateway"
     variant: str = "production"
 
 
 def local_settings(
-    *, port: int, upstream: str, dist_root: str, conf_dir: str, **overrides
+    *, port: int, upstream: str | tuple[str, ...], dist_root: str, conf_dir: str, **overrides
 ) -> SiteSettings:
-    """The plain-HTTP variant on loopback, with production limits and headers."""
+    """The plain-HTTP variant on loopback, with production limits and headers; upstream is
+    one gunicorn address or several."""
     base = SiteSettings(
         tls=False,
         server_name="localhost",
         listen=f"127.0.0.1:{port}",
         ipv6=False,
-        upstream_servers=(upstream,),
+        upstream_servers=(upstream,) if isinstance(upstream, str) else tuple(upstream),
         dist_root=dist_root,
         access_log="/dev/stdout",
         conf_dir=conf_dir,
@@ -213,6 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--next-upstream", default="off", choices=["off", "error"], help="several upstreams"
     )
+    parser.add_argument(
+        "--metrics-allow",
+        action="append",
+        help="an address or network that may read /metrics (repeatable; default: this host)",
+    )
     args = parser.parse_args(argv)
 
     conf_dir = str(Path(args.conf_dir or args.out_dir).resolve())
@@ -224,6 +233,8 @@ def main(argv: list[str] | None = None) -> int:
         next_upstream=args.next_upstream,
         chat_read_timeout=args.chat_read_timeout,
     )
+    if args.metrics_allow:
+        common["metrics_allow"] = (*SiteSettings.metrics_allow, *args.metrics_allow)
     if args.access_log:
         common["access_log"] = args.access_log
     if args.variant == "production":
@@ -236,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
             **common,
         )
     else:
-        upstream = (args.upstream or ["127.0.0.1:8000"])[0]
+        upstream = tuple(args.upstream or ["127.0.0.1:8000"])
         settings = local_settings(port=args.port, upstream=upstream, conf_dir=conf_dir, **common)
     site = write_site(settings, args.out_dir)
     print(f"wrote {site} and {', '.join(SNIPPETS)}", file=sys.stderr)

@@ -62,6 +62,9 @@ def test_unit_is_hardened_and_stops_gracefully(monkeypatch):
     assert unit["ExecStart"][0].endswith("gunicorn -c deploy/gunicorn.conf.py wsgi:app")
     assert "GUNICORN_BIND=unix:/run/widget-gateway/gunicorn.sock" in unit["Environment"]
     assert unit["RuntimeDirectory"] == ["widget-gateway"]
+    # The usage spool lives in the state directory, the service's alone.
+    assert (unit["StateDirectory"], unit["StateDirectoryMode"]) == (["widget-gateway"], ["0700"])
+    assert "USAGE_SPOOL_DIR=/var/lib/widget-gateway" in unit["Environment"]
     # systemd must not SIGKILL before gunicorn's own graceful stop has had its time.
     for name in ("UPSTREAM_CONNECT_TIMEOUT", "UPSTREAM_READ_TIMEOUT", "GUNICORN_GRACEFUL_TIMEOUT"):
         monkeypatch.delenv(name, raising=False)
