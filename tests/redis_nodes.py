@@ -32,6 +32,7 @@ class Node:
         self.conf = self.dir / "redis.conf"
         self.lines, self.binary = lines, binary
         self.password: str | None = None  # what client() logs in with
+        self.tls: Path | None = None  # a dir with ca.crt, node.crt, node.key: TLS only
         self.process: subprocess.Popen | None = None
 
     def start(self) -> Node:
@@ -39,6 +40,10 @@ class Node:
                 f"logfile {self.dir / 'log'}", "save \"\"", "appendonly no"]  # fmt: skip
         if self.binary == SENTINEL:
             base = base[:4]  # a sentinel has no dataset
+        if self.tls:  # TLS only, on the same port; to other nodes (and sentinels) too
+            base += ["port 0", f"tls-port {self.port}", f"tls-cert-file {self.tls}/node.crt",
+                     f"tls-key-file {self.tls}/node.key", f"tls-ca-cert-file {self.tls}/ca.crt",
+                     "tls-auth-clients no", "tls-replication yes"]  # fmt: skip
         self.conf.write_text("\n".join([*base, *self.lines]) + "\n")
         self.process = subprocess.Popen([self.binary, str(self.conf)], stdout=subprocess.DEVNULL)
         wait_for_port(self.port, process=self.process)
@@ -65,7 +70,9 @@ class Node:
     def client(self, **options) -> redis.Redis:
         options = {"decode_responses": True, "socket_timeout": 2, "password": self.password,
                    **options}  # fmt: skip
-        return redis.Redis(port=self.port, **options)
+        if self.tls:
+            options.update(ssl=True, ssl_ca_certs=str(self.tls / "ca.crt"))
+        return redis.Redis(host="127.0.0.1", port=self.port, **options)
 
     def info(self, section: str) -> dict:
         with self.client() as client:
@@ -81,12 +88,15 @@ class SentinelSet:
         failover_timeout_ms: int = 2000,
         password: str | None = None,
         sentinel_password: str | None = None,
+        tls: bool = False,
     ):
         """password: the nodes' requirepass (and masterauth); sentinel_password: the
-        sentinels' own requirepass."""
+        sentinels' own requirepass; tls: every node and sentinel speaks TLS only (a CA of
+        its own, in the temp dir: self.ca)."""
         self.root = Path(tempfile.mkdtemp(prefix="test-sentinel-"))
         self.down_after_ms, self.failover_timeout_ms = down_after_ms, failover_timeout_ms
         self.password, self.sentinel_password = password, sentinel_password
+        self.tls = make_certificates(self.root / "tls") if tls else None
         self.servers: list[Node] = []
         self.sentinels: list[Node] = []
 
@@ -99,7 +109,7 @@ class SentinelSet:
         replica = Node(self.root, "replica", [*sync, f"replicaof 127.0.0.1 {primary.port}"])
         self.servers = [primary, replica]
         for node in self.servers:
-            node.password = self.password
+            node.password, node.tls = self.password, self.tls
             node.start()
         wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 10)
         watch = [
@@ -114,7 +124,7 @@ class SentinelSet:
             watch.append(f"requirepass {self.sentinel_password}")  # also between sentinels
         for i in range(3):
             sentinel = Node(self.root, f"sentinel{i}", watch, SENTINEL)
-            sentinel.password = self.sentinel_password
+            sentinel.password, sentinel.tls = self.sentinel_password, self.tls
             self.sentinels.append(sentinel.start())
         self.wait_settled()
         return self
@@ -228,6 +238,23 @@ class Cluster:
         for node in self.nodes:
             node.stop()
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def make_certificates(where: Path) -> Path:
+    """A throwaway CA and a certificate for 127.0.0.1 signed by it (openssl)."""
+    where.mkdir()
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=where, check=True, capture_output=True)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", "ca.key", "-out",
+            "ca.crt", "-days", "1", "-subj", "/CN=test-ca")  # fmt: skip
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", "node.key", "-out", "node.csr",
+            "-subj", "/CN=127.0.0.1")  # fmt: skip
+    (where / "san").write_text("subjectAltName=IP:127.0.0.1\n")
+    openssl("x509", "-req", "-in", "node.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
+            "-CAcreateserial", "-out", "node.crt", "-days", "1", "-extfile", "san")  # fmt: skip
+    return where
 
 
 def seconds_since(start: float) -> float:

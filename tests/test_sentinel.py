@@ -104,6 +104,26 @@ def test_passwords_for_the_nodes_and_for_the_sentinels(fake_retell):
         group.stop()
 
 
+def test_tls_to_the_sentinels_and_the_nodes(fake_retell):
+    """Every node and sentinel speaks TLS only: REDIS_TLS=1 with REDIS_TLS_CA_FILE."""
+    group = SentinelSet(tls=True).start()
+    try:
+        with group.node(group.primary_port()).client() as redis:
+            redis.sadd("widget:origins", ORIGIN)
+            redis.sadd(f"widget:agents:{ORIGIN}", AGENT)
+        config = app_config(SimpleNamespace(url=""), fake_retell, REDIS_SENTINELS=group.addresses)
+        del config["REDIS_URL"]
+        for given, status in (
+            ({}, 503),  # plain TCP to a TLS port: fails closed
+            ({"REDIS_TLS": "1", "REDIS_TLS_CA_FILE": str(group.tls / "ca.crt")}, 201),
+        ):
+            app = create_app({**config, **given})
+            assert post(app.test_client()).status_code == status, given
+            app.extensions["redis"].client.close()
+    finally:
+        group.stop()
+
+
 def test_a_demoted_node_is_unavailable_and_the_pool_recovers(
     sentinels, primary, sentinel_app, caplog
 ):
