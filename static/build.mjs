@@ -1,5 +1,5 @@
-// Builds dist/v1/* (loader, CSS, lazily loaded engines, verification checks, chat) and
-// dist/manifest.json.
+// Builds dist/v1/* (loader, CSS, lazily loaded engines, verification checks, chat, live
+// transcript) and dist/manifest.json.
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -32,6 +32,8 @@ const LAZY = [
   'verify.js',
   'chat.js',
   'chat.css',
+  'transcript.js',
+  'transcript.css',
   ...LANGS.map((l) => `i18n-${l}.js`),
 ];
 
@@ -49,6 +51,8 @@ await Promise.all([
   build({ ...common, entryPoints: ['src/engines/livekit.js'], outfile: `${OUT}/engine-livekit.js` }),
   build({ ...common, entryPoints: ['src/chat/index.js'], outfile: `${OUT}/chat.js` }),
   build({ ...common, entryPoints: ['src/chat/chat.css'], outfile: `${OUT}/chat.css` }),
+  build({ ...common, entryPoints: ['src/transcript/index.js'], outfile: `${OUT}/transcript.js` }),
+  build({ ...common, entryPoints: ['src/transcript/transcript.css'], outfile: `${OUT}/transcript.css` }),
   ...LANGS.map((l) => build({ ...common, entryPoints: [`src/i18n/${l}.js`], outfile: `${OUT}/i18n-${l}.js` })),
   build({
     ...common,

@@ -83,6 +83,9 @@ class RetellWidget {
       .toLowerCase();
     this.t = { ...STRINGS.en, ...o.labels };
     this.gen = 0;
+    // Live transcript: true (data-transcript) shows it in the panel; 'events' only tells the host.
+    const tx = o.transcript;
+    this.tx = tx === 'events' ? tx : tx === '' || (!!tx && tx !== 'false');
     const host = (this.host = document.createElement('retell-widget'));
     host.dataset.position = POSITIONS.includes(o.position) ? o.position : POSITIONS[0];
     host.dataset.theme = THEMES.includes(o.theme) ? o.theme : THEMES[0];
@@ -314,6 +317,8 @@ class RetellWidget {
     if (engine !== this.engine) this.engine?.hangUp(); // a v2 call: the early v3 engine goes
     this.engine = engine;
     this.callId = body.call_id;
+    // Its source: the gateway's stream (v3, where the site has it on) or the SDK (v2).
+    this.said = this.tx && (name === 'livekit' || !!body.transcript_url);
     engine
       .connect({
         token: body.access_token,
@@ -321,6 +326,7 @@ class RetellWidget {
         url: body.gateway_url,
         iceServers: body.ice_servers,
         stream: this.stream,
+        transcript: this.said && { url: body.transcript_url, token: body.transcript_token, base: o.proxyEndpoint },
       })
       .catch((e) => stale() || this.onEngine('error', { code: 'connect_failed', message: String(e) }));
   }
@@ -339,12 +345,29 @@ class RetellWidget {
       this.pending = null;
       this.fire('call-start', { callId: this.callId });
       this.call('onCallStart', { callId: this.callId });
+      if (this.said) this.words();
+    } else if (event === 'transcript') {
+      this.words(data);
     } else if (event === 'ended') {
       this.end(data.reason);
     } else if (event === 'error') {
       if (data.message) console.error('[retell-widget] call:', data.message);
       this.fail(data.code);
     }
+  }
+
+  // Each transcript item goes to the host; with `transcript: true`, transcript.js (+ .css,
+  // fetched when such a call goes live) shows it. Items wait in order until it is in.
+  words(item) {
+    if (item) {
+      this.fire('transcript', item);
+      this.call('onTranscript', item);
+    }
+    if (this.tx !== true) return;
+    (this.x ||= Promise.all([loadEngine('transcript', 'transcript.js'), sheet(this.root, 'transcript.css')]).then(
+      ([make]) => make(this),
+      (e) => console.warn('[retell-widget] transcript:', e),
+    )).then((show) => show?.(item));
   }
 
   // Tear down the call and the mic; returns how long the call was live.
@@ -487,6 +510,7 @@ if (data && (data.proxyEndpoint || data.chatEndpoint)) {
       chatAgentId: data.chatAgentId,
       chatEndpoint: data.chatEndpoint,
       mode: data.mode,
+      transcript: data.transcript,
     });
   document.body ? boot() : document.addEventListener('DOMContentLoaded', boot);
 }

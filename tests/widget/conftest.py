@@ -417,3 +417,11 @@ class ChatGateway:
 @pytest.fixture
 def chat_gateway(token_gateway, redis):
     return ChatGateway(token_gateway, redis)
+
+
+@pytest.fixture
+def transcript_on(token_gateway, fake_monitor, redis):
+    """The real app relaying the fake monitor, with the transcript on for the page's site."""
+    token_gateway.set_mode("ok", RETELL_MONITOR_BASE=fake_monitor.url)
+    redis.hset(f"widget:limits:{token_gateway.page_origin}", "transcript", 1)
+    return token_gateway

@@ -10,7 +10,8 @@ INSTRUMENT = """
 (() => {
   const probe = { events: [], pcs: [], streams: [], console: [] };
   Object.defineProperty(window, '__probe', { value: probe, enumerable: false });
-  const names = ['state', 'call-start', 'call-end', 'error', 'chat-start', 'message', 'chat-end'];
+  const names = ['state', 'call-start', 'call-end', 'error', 'chat-start', 'message', 'chat-end',
+    'transcript'];
   for (const n of names) {
     addEventListener('retell-widget:' + n, (e) => probe.events.push({ type: n, ...e.detail }));
   }
@@ -219,3 +220,37 @@ def wait_entries(page, count, timeout=10000):
         f"{SHADOW}.querySelectorAll('.chat [role=log] > .entry').length === {count}",
         timeout=timeout,
     )
+
+
+# Live transcript (issue 15): the call panel's transcript log and the token answer.
+TRANSCRIPT_LOG = f"{SHADOW}.querySelector('.t-wrap [role=log]')"
+
+
+def lines(page) -> list[list[str]]:
+    """The transcript's final lines, (role, text), in order."""
+    return page.evaluate(
+        f"[...({TRANSCRIPT_LOG}?.querySelectorAll(':scope > .entry') ?? [])]"
+        ".map((e) => [e.dataset.role, e.querySelector('.text').textContent])"
+    )
+
+
+def growing(page) -> list[list[str]]:
+    return page.evaluate(
+        f"[...({TRANSCRIPT_LOG}?.querySelectorAll('.grow > .entry') ?? [])]"
+        ".map((e) => [e.dataset.role, e.querySelector('.text').textContent])"
+    )
+
+
+def on_token(page, endpoint: str, change):
+    """Calls change(answer) with create-web-call's answer before the page gets it (it may edit
+    it or script the fake monitor for that call id)."""
+
+    def handle(route):
+        if route.request.method != "POST":
+            return route.continue_()
+        response = route.fetch()
+        answer = response.json()
+        change(answer)
+        return route.fulfill(response=response, body=json.dumps(answer))
+
+    page.route(endpoint, handle)

@@ -12,6 +12,7 @@ LOADER_BUDGET = 8 * 1024  # loader JS + CSS, gzipped together
 ENGINE_BUDGET = 6 * 1024  # v3 gateway engine, gzipped
 VERIFY_BUDGET = 4 * 1024  # verify.js (proof-of-work solver and worker, captcha glue), gzipped
 CHAT_BUDGET = 7 * 1024  # chat.js + chat.css, fetched together on the first "Type instead", gzipped
+TRANSCRIPT_BUDGET = 2 * 1024  # transcript.js + transcript.css, when a call with one goes live
 
 
 def manifest():
@@ -26,6 +27,8 @@ def test_size_budgets():
     assert files["v1/verify.js"]["gzip"] <= VERIFY_BUDGET
     chat = files["v1/chat.js"]["gzip"] + files["v1/chat.css"]["gzip"]
     assert chat <= CHAT_BUDGET, f"chat JS+CSS is {chat} B gzipped"
+    transcript = files["v1/transcript.js"]["gzip"] + files["v1/transcript.css"]["gzip"]
+    assert transcript <= TRANSCRIPT_BUDGET, f"transcript JS+CSS is {transcript} B gzipped"
 
 
 def test_manifest_matches_files():
@@ -39,6 +42,8 @@ def test_manifest_matches_files():
         "v1/verify.js",
         "v1/chat.js",
         "v1/chat.css",
+        "v1/transcript.js",
+        "v1/transcript.css",
         "v1/i18n-es.js",
         "v1/i18n-fr.js",
         "v1/i18n-de.js",

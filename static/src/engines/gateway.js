@@ -2,8 +2,11 @@
 // PATCH trickle, DELETE hang-up). Interface shared with the LiveKit engine:
 //   factory(emit) -> { connect({token, callId, url, iceServers, stream}), setMuted(bool), hangUp() }
 //   emit('live') | emit('level', 0..1) | emit('ended', {reason}) | emit('error', {code, message})
+//   emit('transcript', {id, role, content, final}) once live, when connect() had opts.transcript
 // Optional: prepare(stream), called while the token request is in flight, builds the peer
 // connection and its offer then, so connect() only has to send it.
+import { openFeed } from './transcript-feed.js';
+
 const NOT_READY_WINDOW = 15000; // 404 = agent's room not up yet; retry this long
 const CONNECT_TIMEOUT = 20000;
 
@@ -20,6 +23,7 @@ function preconnect(url) {
 
 function createGatewayEngine(emit) {
   let pc, base, auth, sid, stream, ctx, audio, poll, timer, offer;
+  let words, feed; // the live transcript: where it comes from, and its stream's close()
   let done = false;
   let live = false;
   const queue = [];
@@ -41,6 +45,7 @@ function createGatewayEngine(emit) {
     done = true;
     clearTimeout(timer);
     clearInterval(poll);
+    feed?.();
     if (pc) pc.close();
     if (ctx) ctx.close().catch(() => {});
     if (audio) audio.srcObject = null;
@@ -60,6 +65,7 @@ function createGatewayEngine(emit) {
     live = true;
     clearTimeout(timer);
     emit('live');
+    if (words?.url) feed = openFeed(words, (item) => done || emit('transcript', item));
   }
 
   // Remote audio plays through an element; Chrome feeds Web Audio from remote
@@ -134,6 +140,7 @@ function createGatewayEngine(emit) {
     if (!opts.url) return fail('connect_failed', 'no gateway_url in the token response');
     base = String(opts.url).replace(/\/+$/, '') + '/v1/webrtc/sessions';
     auth = `Bearer ${opts.token}`;
+    words = opts.transcript;
     preconnect(base);
     timer = setTimeout(() => fail('connect_failed', 'timed out'), CONNECT_TIMEOUT);
     prepare(opts.stream);

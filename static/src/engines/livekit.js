@@ -4,7 +4,9 @@
 // - a denied mic still emits call_started: the loader asks for the mic before we run;
 // - stopCall does nothing before the call connected: we disconnect the room directly;
 // - a second startCall leaves the first room open: one client per call, connect once.
+// Its `update` events hold only the last 5 utterances: v2-transcript.js keeps the whole call.
 import { RetellWebClient } from 'retell-client-js-sdk';
+import { windowMerge } from './v2-transcript.js';
 
 const CONNECT_TIMEOUT = 20000;
 
@@ -12,7 +14,8 @@ function createLiveKitEngine(emit) {
   const client = new RetellWebClient();
   let done = false;
   let live = false;
-  let timer, stream;
+  let timer, stream, merge;
+  const tell = (items) => items.forEach((item) => emit('transcript', item));
 
   function close() {
     if (done) return;
@@ -27,6 +30,7 @@ function createLiveKitEngine(emit) {
   }
   function finish(event, data) {
     if (done) return;
+    if (merge) tell(merge.end()); // the call is over: its last line too
     close();
     emit(event, data);
   }
@@ -40,6 +44,7 @@ function createLiveKitEngine(emit) {
   });
   client.on('call_ended', () => finish(live ? 'ended' : 'error', live ? { reason: 'agent_ended' } : { code: 'connect_failed' }));
   client.on('error', (message) => finish('error', { code: live ? 'call_dropped' : 'connect_failed', message }));
+  client.on('update', (update) => done || !merge || tell(merge(update?.transcript)));
   client.on('audio', (samples) => {
     let sum = 0;
     for (const v of samples) sum += v * v;
@@ -50,6 +55,7 @@ function createLiveKitEngine(emit) {
     connect(opts) {
       const { token } = opts;
       stream = opts.stream;
+      if (opts.transcript) merge ||= windowMerge();
       if (client.room) return Promise.resolve(); // never a second room
       timer = setTimeout(() => finish('error', { code: 'connect_failed', message: 'timed out' }), CONNECT_TIMEOUT);
       const deviceId = stream.getAudioTracks()[0]?.getSettings().deviceId;
