@@ -61,7 +61,13 @@ def test_cli_url_is_an_explicit_switch():
 
 def test_make_run_relies_on_the_gateway_base_fallback(monkeypatch, tmp_path):
     monkeypatch.setattr(run_local.shutil, "which", lambda name: f"/usr/bin/{name}")
-    args = SimpleNamespace(port=8000, demo_port=8001, agent_id="agent_x", dist_root=tmp_path)
+    args = SimpleNamespace(
+        port=8000,
+        demo_port=8001,
+        agent_id="agent_x",
+        chat_agent_id="agent_chat_x",
+        dist_root=tmp_path,
+    )
     processes, env, _ = run_local.plan(args, {}, tmp_path)
     procs = dict(processes)
     assert "--with-url" not in procs["retell"] and "--gateway-url" not in procs["retell"]
@@ -72,7 +78,13 @@ def test_make_run_relies_on_the_gateway_base_fallback(monkeypatch, tmp_path):
 def test_make_run_closes_the_webhook_loop(monkeypatch, tmp_path):
     """The gateway tells the fake API about hang-ups; its webhooks go through nginx."""
     monkeypatch.setattr(run_local.shutil, "which", lambda name: f"/usr/bin/{name}")
-    args = SimpleNamespace(port=8123, demo_port=8001, agent_id="agent_x", dist_root=tmp_path)
+    args = SimpleNamespace(
+        port=8123,
+        demo_port=8001,
+        agent_id="agent_x",
+        chat_agent_id="agent_chat_x",
+        dist_root=tmp_path,
+    )
     processes, env, notes = run_local.plan(args, {}, tmp_path)
     procs = dict(processes)
     webhook = "http://localhost:8123/api/retell-webhook"
