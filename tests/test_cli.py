@@ -83,7 +83,11 @@ def test_snippet_prints_embed_html_with_sri(make_app, redis, tmp_path):
     assert 'data-proxy-endpoint="https://cdn.test/api/create-web-call"' in result.output
     assert 'data-agent-id="agent_x"' in result.output
     assert 'integrity="sha384-JS"' in result.output
-    assert "data-chat-agent-id" not in result.output
+    assert "data-chat-agent-id" not in result.output and "data-transcript" not in result.output
+    redis.hset("widget:limits:https://a.com", "transcript", "1")
+    result = runner.invoke(args=["snippet", "https://a.com", "--base-url", "https://cdn.test/"])
+    assert "data-transcript" in result.output
+    redis.delete("widget:limits:https://a.com")
     # A chat agent granted too: the snippet offers "Type instead".
     runner.invoke(args=["agents", "grant", "--chat", "https://a.com", "agent_chat_1"])
     result = runner.invoke(args=["snippet", "https://a.com", "--base-url", "https://cdn.test/"])

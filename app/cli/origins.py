@@ -241,6 +241,11 @@ def snippet(origin, base_url, agent_id, chat_agent_id):
     attr = lambda v: html.escape(v, quote=True)  # noqa: E731
     sri = lambda v: f' integrity="{attr(v)}" crossorigin="anonymous"' if v else ""  # noqa: E731
     chat = f'\n        data-chat-agent-id="{attr(chat_agent_id)}"' if chat_agent_id else ""
+    # The site relays live transcripts: show them (the widget's default is off).
+    stored = _redis().hget(redis_store.key("limits", entry), "transcript")
+    default = current_app.config["SETTINGS"].transcript_default
+    if stored == "1" or (stored != "0" and default):
+        chat += "\n        data-transcript"
     click.echo(
         f'<script src="{attr(base)}/v1/retell-widget.js"{sri(js_sri)}\n'
         f'        data-proxy-endpoint="{attr(base)}/api/create-web-call"\n'
