@@ -183,10 +183,10 @@ def test_a_primary_dies_and_its_replica_takes_over(cluster, owner, cluster_app):
             if answer.status_code == 201:
                 admitted += 1
                 if killed_at and back_at is None:
-                    back_at = time.monotonic()
+                    back_at, back_index = time.monotonic(), len(seen) - 1
             if admitted == 5 and killed_at is None:
                 dead.kill()
-                killed_at = time.monotonic()
+                killed_at, kill_index = time.monotonic(), len(seen)
             time.sleep(0.02)
         listed = served.app.test_cli_runner().invoke(args=["origins", "list"])
     finally:
@@ -196,6 +196,7 @@ def test_a_primary_dies_and_its_replica_takes_over(cluster, owner, cluster_app):
           f"(cluster-node-timeout {NODE_TIMEOUT_MS} ms; "
           f"{sum(1 for _, s, _ in seen if s == 503)} answers 503 in between)")  # fmt: skip
     assert {(s, c) for _, s, c in seen} <= {(201, ""), (503, "unavailable")}
+    assert {status for _, status, _ in seen[kill_index:back_index]} == {503}
     assert heir.info("replication")["role"] == "master"
     with heir.client() as client:
         created = [f for _, f in client.xrange(PREFIX + "usage") if f["outcome"] == "created"]
