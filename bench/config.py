@@ -77,6 +77,8 @@ PROD_LIMIT_RATE, PROD_LIMIT_BURST = "5r/s", 20
 # Worker models compared at D=150 ms; the first is deploy/gunicorn.conf.py as committed.
 WORKER_MODELS = (
     ("gevent 3x1000 (production default)", [], {}),
+    # The same without Prometheus metrics: what the instrumentation costs (a target: <= 5%).
+    ("gevent 3x1000, METRICS_ENABLED=0", [], {"METRICS_ENABLED": "0"}),
     ("gthread 3x64", ["-k", "gthread"], {"GUNICORN_THREADS": "64"}),
     # The first default, kept to show what 48 slots and frequent recycling cost.
     (
@@ -94,6 +96,7 @@ MODEL_SLOTS = {
     "gateway (nginx+gunicorn)": 3000,
     SPEND_SYSTEM: 3000,
     "gateway (gevent 3x1000 (production default))": 3000,
+    "gateway (gevent 3x1000, METRICS_ENABLED=0)": 3000,
     "gateway (gthread 3x64)": 192,
     "gateway (gthread 3x16 max_requests 2000)": 48,
 }

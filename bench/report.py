@@ -140,6 +140,17 @@ def evaluate_targets(report: dict) -> list[dict]:
                     f"{cpu_ms_total(create):.2f} ms CPU per request: the fixed per-request "
                     "cost (gunicorn, Flask, logging) dominates; " + bounds(cell, cpus),
                 )
+    with_metrics = _find(cells, "workers", "gateway (gevent 3x1000 (production default))", 0, 64)
+    without = _find(cells, "workers", "gateway (gevent 3x1000, METRICS_ENABLED=0)", 0, 64)
+    if with_metrics and without:
+        ratio = with_metrics["rps"] / max(without["rps"], 1)
+        add(
+            "metrics on: created-call rate >= 95% of metrics off (D=0 c=64)",
+            f"{with_metrics['rps']} vs {without['rps']} req/s = {ratio:.1%}",
+            round(ratio, 3),
+            ratio >= 0.95,
+            f"{cpu_ms_total(with_metrics):.2f} vs {cpu_ms_total(without):.2f} ms CPU per request",
+        )
     created = trips.get("created")
     if created:
         add(
