@@ -46,7 +46,11 @@ class Node:
                      "tls-auth-clients no", "tls-replication yes"]  # fmt: skip
         self.conf.write_text("\n".join([*base, *self.lines]) + "\n")
         self.process = subprocess.Popen([self.binary, str(self.conf)], stdout=subprocess.DEVNULL)
-        wait_for_port(self.port, process=self.process)
+        try:
+            wait_for_port(self.port, process=self.process)
+        except BaseException:
+            self.kill()
+            raise
         return self
 
     @property
@@ -101,6 +105,14 @@ class SentinelSet:
         self.sentinels: list[Node] = []
 
     def start(self) -> SentinelSet:
+        """Everything up and settled; on any failure, everything started is stopped."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> SentinelSet:
         # Diskless, immediate syncs: a replica is in step within milliseconds.
         sync = ["repl-diskless-sync yes", "repl-diskless-sync-delay 0"]
         if self.password:
@@ -180,6 +192,14 @@ class Cluster:
         self.nodes: list[Node] = []
 
     def start(self) -> Cluster:
+        """Created and ok; on any failure, every node started is stopped."""
+        try:
+            return self._start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _start(self) -> Cluster:
         for i in range(6):
             bus = free_port()  # not port + 10000: that one may be taken, or past 65535
             lines = ["cluster-enabled yes", f"cluster-config-file {self.root}/nodes-{i}.conf",
