@@ -90,6 +90,9 @@ WORKER_MODELS = (
             "GUNICORN_MAX_REQUESTS_JITTER": "200",
         },
     ),
+    # Last, because its replica then stays up: each created call's record confirmed on a
+    # replica (WAIT 1) before the answer.
+    ("gevent 3x1000, REDIS_WAIT_REPLICAS=1", [], {"REDIS_WAIT_REPLICAS": "1"}),
 )
 # Requests one gunicorn instance can hold at once, per model (workers x threads/conns).
 MODEL_SLOTS = {
@@ -97,6 +100,7 @@ MODEL_SLOTS = {
     SPEND_SYSTEM: 3000,
     "gateway (gevent 3x1000 (production default))": 3000,
     "gateway (gevent 3x1000, METRICS_ENABLED=0)": 3000,
+    "gateway (gevent 3x1000, REDIS_WAIT_REPLICAS=1)": 3000,
     "gateway (gthread 3x64)": 192,
     "gateway (gthread 3x16 max_requests 2000)": 48,
 }

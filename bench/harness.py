@@ -132,6 +132,24 @@ class Bench:
         self.redis_client.hset(f"{PREFIX}limits:{SPEND_ORIGIN}", mapping=SPEND_LIMITS)
         self.redis_client.hset(f"{PREFIX}limits:{POW_ORIGIN}", "verify", "pow")
 
+    def start_replica(self) -> None:
+        """A replica of the bench Redis, for REDIS_WAIT_REPLICAS cells (started on demand, so
+        the other cells' primary does not also feed a replica)."""
+        if getattr(self, "replica", None):
+            return
+        port, data = free_port(), self.workdir / "redis-replica"
+        data.mkdir()
+        binary = shutil.which("redis-server") or "/usr/bin/redis-server"
+        self.replica = self.start(
+            "redis-replica",
+            [binary, "--port", port, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", data, "--replicaof", "127.0.0.1", self.redis_port],
+        )  # fmt: skip
+        wait_for_port(port, 30, process=self.replica.popen)
+        replica = redis_client(port)
+        wait_until(lambda: replica.info("replication").get("master_link_status") == "up", 30)
+        replica.close()
+
     def start_fake(self) -> None:
         self.fake_port = free_port()
         self.fake = self.start(

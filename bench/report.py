@@ -151,6 +151,17 @@ def evaluate_targets(report: dict) -> list[dict]:
             ratio >= 0.95,
             f"{cpu_ms_total(with_metrics):.2f} vs {cpu_ms_total(without):.2f} ms CPU per request",
         )
+    waited = _find(cells, "workers", "gateway (gevent 3x1000, REDIS_WAIT_REPLICAS=1)", 0, 64)
+    if with_metrics and waited:
+        ratio = waited["rps"] / max(with_metrics["rps"], 1)
+        add(
+            "REDIS_WAIT_REPLICAS=1: its cost on the created-call rate, measured (D=0 c=64)",
+            f"{waited['rps']} vs {with_metrics['rps']} req/s = {ratio:.1%}; p50 "
+            f"{waited['p50_ms']} vs {with_metrics['p50_ms']} ms",
+            round(ratio, 3),
+            True,
+            "a measurement, not a goal: WAIT trades latency for a record on a replica",
+        )
     created = trips.get("created")
     if created:
         add(

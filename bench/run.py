@@ -199,6 +199,8 @@ def run_load(bench: Bench, report: dict) -> None:
             break
         if index:
             bench.stop(bench.gunicorn, signal.SIGINT)  # quick: the cells are drained
+            if env_extra.get("REDIS_WAIT_REPLICAS"):
+                bench.start_replica()
             bench.start_gateway(label, args, env_extra)
             wait_for_http(f"{gateway}/api/health/ready", 60)
             gw_groups["gunicorn"] = bench.gunicorn
