@@ -216,6 +216,7 @@ def plan(args, environ: dict, workdir: Path) -> tuple[list[tuple[str, str]], dic
     env.setdefault("USAGE_IP_HASH_KEY", secrets.token_hex(32))
     env.setdefault("POW_HMAC_KEY", secrets.token_hex(32))  # so a demo site can ask for pow
     env.setdefault("TOKEN_SIGNING_KEY", secrets.token_hex(32))  # one key for every worker
+    env.setdefault("USAGE_SPOOL_DIR", str(workdir / "spool"))  # records Redis could not take
     env.setdefault("WIDGET_MANIFEST", str(args.dist_root / "manifest.json"))
     env["GUNICORN_BIND"] = f"127.0.0.1:{app_port}"
     env.setdefault("GUNICORN_WORKERS", "2")

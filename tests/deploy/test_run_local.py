@@ -193,6 +193,7 @@ def test_plan_says_which_redis_and_retell_it_uses(monkeypatch, tmp_path):
     assert env["APP_ENV"] == "production" and env["TRUSTED_PROXY_COUNT"] == "1"
     assert "RATE_LIMIT_PER_IP" not in env
     assert env["GUNICORN_BIND"].startswith("127.0.0.1:")
+    assert env["USAGE_SPOOL_DIR"].startswith(str(tmp_path))
 
     given = {"REDIS_URL": "redis://127.0.0.1:1/0", "RETELL_API_KEY": "key_real"}
     procs, env, notes = _plan(monkeypatch, tmp_path / "b", given)
