@@ -10,7 +10,7 @@ import threading
 
 import pytest
 import redis as redis_lib
-from werkzeug.serving import make_server
+from werkzeug.serving import WSGIRequestHandler, make_server
 
 from app import create_app
 from devtools.fakes.monitor import FakeMonitor
@@ -159,10 +159,18 @@ def runner(app):
     return app.test_cli_runner()
 
 
+class QuietHandler(WSGIRequestHandler):
+    """No request lines: werkzeug's would print the query, and a transcript URL carries its
+    token there (the app's own log line has the path only, as gunicorn behind nginx does)."""
+
+    def log_request(self, code="-", size="-") -> None:
+        pass
+
+
 class ServedApp:
     def __init__(self, app):
         self.app = app
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.server = make_server("127.0.0.1", 0, app, threaded=True, request_handler=QuietHandler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_port}"
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
