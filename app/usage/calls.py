@@ -7,17 +7,14 @@ reservation back when Retell did not mint the call; `event` applies a verified w
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import redis
 
 from app.policy.admission import JOIN_WINDOW_MS, Decision
-from app.redis_clients import raise_if_readonly
-from app.usage.entry import FIELDS, UsageEntry
-from app.usage.replicas import ReplicaWait
-from app.usage.spool import Spool
+from app.usage.entry import UsageEntry
+from app.usage.ledger import Ledger
 from app.usage.stream import write_failures
 
 log = logging.getLogger(__name__)
@@ -30,31 +27,15 @@ EVENT_FIELDS = (
 )  # fmt: skip
 
 
-class CallLedger:
-    spool = Spool(None)  # the app's, from app/usage/spool.py init_app
+class CallLedger(Ledger):
+    name = "call ledger"
 
     def __init__(self, client: redis.Redis, settings):
-        self.client, self.script = client, client.register_script(SCRIPT)
-        self.keys = [settings.redis_key_prefix + "origins"]  # routes the script in a cluster
-        self.replicas = ReplicaWait(client, settings)
-        self.fixed = {
-            "prefix": settings.redis_key_prefix,
-            "maxlen": settings.usage_stream_maxlen,
-            "record_ttl_ms": RECORD_TTL_MS,
-            "join_window_ms": JOIN_WINDOW_MS,
-            "usage_order": FIELDS,
-        }
-        self.fixed_json = json.dumps(self.fixed)[:-1] + ","  # encoded once
+        fixed = {"record_ttl_ms": RECORD_TTL_MS, "join_window_ms": JOIN_WINDOW_MS}
+        super().__init__(client, settings, SCRIPT, fixed)
 
     def _run(self, payload: dict) -> str:
-        args = [self.fixed_json + json.dumps(payload)[1:]]
-        # A created call's record is confirmed on REDIS_WAIT_REPLICAS replicas, same trip.
-        confirm = payload["op"] == "created"
-        reply = json.loads(self.replicas.run(self.script, self.keys, args, confirm))
-        if reply.get("problems"):
-            raise_if_readonly(self.client, reply["problems"])
-            log.warning("redis problems in the call ledger: %s", reply["problems"])
-        return reply["outcome"]
+        return self._reply(payload)["outcome"]
 
     def _write(self, payload: dict, entry: UsageEntry) -> None:
         """One round trip that also writes the usage entry; a failure is logged, not raised,

@@ -9,16 +9,13 @@ chat start's record trip, and all of them from `flask --app wsgi chats sweep`.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
 import redis
 
-from app.redis_clients import raise_if_readonly
-from app.usage.entry import FIELDS, UsageEntry
-from app.usage.replicas import ReplicaWait
-from app.usage.spool import Spool
+from app.usage.entry import UsageEntry
+from app.usage.ledger import Ledger
 from app.usage.stream import write_failures
 
 log = logging.getLogger(__name__)
@@ -28,34 +25,22 @@ SWEEP_BATCH = 20  # expired chats closed per chat start: bounded work on the req
 SWEEP_GRACE_MS = 60_000  # gateway hosts' clocks may differ from Redis's by this much
 
 
-class ChatLedger:
-    spool = Spool(None)  # the app's, from app/usage/spool.py init_app
+class ChatLedger(Ledger):
+    name = "chat ledger"
 
     def __init__(self, client: redis.Redis, settings):
-        self.client, self.script = client, client.register_script(SCRIPT)
-        self.keys = [settings.redis_key_prefix + "origins"]  # routes the script in a cluster
-        self.replicas = ReplicaWait(client, settings)
-        self.fixed = {
-            "prefix": settings.redis_key_prefix,
-            "maxlen": settings.usage_stream_maxlen,
-            "usage_order": FIELDS,
+        fixed = {
             "record_ttl_ms": RECORD_TTL_MS,
             "sweep_batch": SWEEP_BATCH,
             "sweep_grace_ms": SWEEP_GRACE_MS,
             "per_minute": settings.chat_messages_per_minute,
             "max_messages": settings.chat_max_messages,
         }
-        self.fixed_json = json.dumps(self.fixed)[:-1] + ","  # encoded once
+        super().__init__(client, settings, SCRIPT, fixed)
 
     def _run(self, payload: dict) -> dict:
         """Raises redis.RedisError when Redis cannot answer."""
-        args = [self.fixed_json + json.dumps(payload)[1:]]
-        # A started chat's record is confirmed on REDIS_WAIT_REPLICAS replicas, same trip.
-        confirm = payload["op"] == "created"
-        reply = json.loads(self.replicas.run(self.script, self.keys, args, confirm))
-        if reply.get("problems"):
-            raise_if_readonly(self.client, reply["problems"])
-            log.warning("redis problems in the chat ledger: %s", reply["problems"])
+        reply = self._reply(payload)
         reply["swept"] = list(reply.get("swept") or [])  # cjson writes an empty list as {}
         return reply
 
