@@ -103,6 +103,7 @@ class Settings:
     rate_limit_chats_per_ip: tuple[tuple[int, int], ...] = ((5, 60), (20, 3600))
     rate_limit_chats_per_origin_day: int = 1000
     rate_limit_chats_per_agent_day: int = 0
+    rate_limit_feedback_per_ip: tuple[tuple[int, int], ...] = ((10, 60),)
     chat_read_timeout: float = 60.0
     chat_token_ttl: int = 7200
     chat_max_messages: int = 50
@@ -360,6 +361,7 @@ FIELDS: dict[str, tuple[str, object]] = {
     "RATE_LIMIT_CHATS_PER_IP": ("rate_limit_chats_per_ip", parse_limits),
     "RATE_LIMIT_CHATS_PER_ORIGIN_DAY": ("rate_limit_chats_per_origin_day", _non_negative_int),
     "RATE_LIMIT_CHATS_PER_AGENT_DAY": ("rate_limit_chats_per_agent_day", _non_negative_int),
+    "RATE_LIMIT_FEEDBACK_PER_IP": ("rate_limit_feedback_per_ip", parse_limits),
     "CHAT_READ_TIMEOUT": ("chat_read_timeout", _upstream_wait),
     "CHAT_TOKEN_TTL": ("chat_token_ttl", _token_ttl),
     "CHAT_MAX_MESSAGES": ("chat_max_messages", _non_negative_int),

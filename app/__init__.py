@@ -22,6 +22,7 @@ from app.policy.verify import Verifier
 from app.usage import spool
 from app.usage.calls import CallLedger
 from app.usage.chats import ChatLedger
+from app.usage.feedback import FeedbackLedger
 from config import Settings, load_settings
 
 MAX_BODY_BYTES = 8 * 1024
@@ -65,6 +66,7 @@ def create_app(config: Mapping[str, object] | Settings | None = None) -> Flask:
     app.extensions["admission"] = Admission(redis_store.client, settings, verifier.readiness())
     app.extensions["ledger"] = CallLedger(redis_store.client, settings)
     app.extensions["chats"] = ChatLedger(redis_store.client, settings)
+    app.extensions["feedback"] = FeedbackLedger(redis_store.client, settings)
     spool.init_app(app)  # records Redis did not take, replayed once it answers
 
     http.init_app(app)

@@ -67,3 +67,13 @@ def send(client, token, content="Hello", origin=ORIGIN):
     """POST /api/chat/messages through a Flask test client."""
     body = {"chat_token": token, "content": content}
     return client.post("/api/chat/messages", json=body, headers=chat_headers(origin))
+
+
+# Feedback (app/http/feedback.py): a visitor's rating of a call the gateway minted.
+FEEDBACK = "/api/feedback"
+
+
+def feedback(client, call_id, rating="up", origin=ORIGIN, **more):
+    """POST /api/feedback through a Flask test client; more: other body fields (comment)."""
+    body = {"call_id": call_id, "rating": rating, **more}
+    return client.post(FEEDBACK, json=body, headers={"Origin": origin})

@@ -38,6 +38,10 @@ class Streams:
         fields.update(more)
         self.pending.append(("widget:usage", ts, fields))
 
+    def feedback(self, ts, rating, outcome="accepted", call_id="call_1", **where):
+        """A feedback attempt on a call (kind feedback), accepted unless said otherwise."""
+        self.attempt(ts, outcome, kind="feedback", call_id=call_id, rating=rating, **where)
+
     def chat(self, ts, chat_id, messages, end="ended", **where):
         """A chat started, and its end entry with its visitor message count."""
         self.attempt(ts, "created", kind="chat", chat_id=chat_id, **where)
@@ -191,7 +195,8 @@ def test_csv_has_a_header_and_one_column_per_refusal(runner, seeded):
     assert result.exit_code == 0, result.output
     rows = list(csv.reader(io.StringIO(result.stdout)))
     assert rows[0] == ["origin", "attempts", "created", *reports.REFUSALS, "minutes", "cost_usd",
-                       "chats", "messages"]  # fmt: skip
+                       "chats", "messages", "feedback", "feedback_up",
+                       "positive_share"]  # fmt: skip
     a = dict(zip(rows[0], rows[1], strict=True))
     assert a["origin"] == A and (a["attempts"], a["created"], a["rate_limited"]) == ("5", "2", "2")
     assert float(a["minutes"]) == 2.0 and float(a["cost_usd"]) == pytest.approx(0.195)
@@ -276,3 +281,47 @@ def test_entries_without_kind_count_as_calls(runner, streams):
     streams.flush()
     [row] = report(runner)
     assert (row["attempts"], row["created"], row["chats"], row["messages"]) == (1, 1, 0, 0)
+
+
+def test_feedback_per_origin_with_its_positive_share(runner, seeded, streams):
+    t = seeded
+    for i, rating in enumerate(("up", "up", "down", "up")):
+        streams.feedback(t + 1000 + i, rating, call_id=f"call_{i}")
+    streams.feedback(t + 2000, "up", outcome="feedback_exists")  # refused: not counted
+    streams.feedback(t + 2001, "down", outcome="unknown_call", call_id="call_x")
+    streams.feedback(t + 2002, "down", outcome="rate_limited")
+    streams.feedback(t + 2003, "up", outcome="origin_denied", origin="https://evil.com")
+    streams.feedback(t + 3000, "down", origin=B, entry=WILD, call_id="call_3")
+    streams.flush()
+    rows = by_group(report(runner))
+    a, b, evil = rows[A], rows[B], rows["https://evil.com"]
+    assert (a["feedback"], a["feedback_up"], a["positive_share"]) == (4, 3, 0.75)
+    assert (b["feedback"], b["feedback_up"], b["positive_share"]) == (1, 0, 0.0)
+    assert (evil["feedback"], evil["positive_share"]) == (0, None)
+    # Feedback is no attempt: calls, chats and refusals are as they were.
+    assert (a["attempts"], a["created"], a["refused"]["rate_limited"]) == (5, 2, 2)
+    assert evil["attempts"] == 1 and evil["refused"]["origin_denied"] == 1
+    assert "feedback_exists" not in a["refused"] and "unknown_call" not in a["refused"]
+    entries = by_group(report(runner, "--by", "entry"))
+    assert entries[WILD]["feedback"] == 1 and entries[A]["positive_share"] == 0.75
+
+    header, *lines = runner.invoke(args=["usage", "report"]).stdout.splitlines()
+    columns = ["attempts", "created", "origin_denied", "rate_limited", "busy"]
+    assert header.split() == ["origin", *columns, "minutes", "cost_usd", "feedback", "positive"]
+    assert lines[0].split() == [A, "5", "2", "0", "2", "1", "2.0", "0.20", "4", "75%"]
+    assert lines[2].split()[-2:] == ["0", "-"]
+    assert lines[-1].split()[-2:] == ["5", "60%"]
+    result = runner.invoke(args=["usage", "report", "--format", "csv"])
+    header, *values = list(csv.reader(io.StringIO(result.stdout)))
+    by_origin = {row[0]: dict(zip(header, row, strict=True)) for row in values}
+    assert (by_origin[A]["feedback"], by_origin[A]["positive_share"]) == ("4", "0.75")
+    assert by_origin["https://evil.com"]["positive_share"] == ""
+    tail = runner.invoke(args=["usage", "tail", "-n", "9"]).stdout
+    assert "rating=up" in tail and "rating=down" in tail
+
+
+def test_without_feedback_the_table_has_no_feedback_columns(runner, seeded):
+    header = runner.invoke(args=["usage", "report"]).stdout.splitlines()[0]
+    assert "feedback" not in header and "positive" not in header
+    [row] = [r for r in report(runner) if r["group"] == A]
+    assert (row["feedback"], row["feedback_up"], row["positive_share"]) == (0, 0, None)

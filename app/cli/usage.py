@@ -44,6 +44,7 @@ def _line(entry_id: str, fields: dict) -> str:
             fields.get("agent_id", "") or "-",
             fields.get("call_id", "") or fields.get("chat_id", "") or "",
             f"messages={fields['messages']}" if fields.get("messages") else "",
+            f"rating={fields['rating']}" if fields.get("rating") else "",
         ]
     ).rstrip()
 
@@ -74,8 +75,8 @@ def usage_tail(count, follow):
     show_default=True,
 )
 def usage_report(since, by, fmt):
-    """Attempts, created calls, chats, refusals, settled minutes, cost and chat messages
-    per group."""
+    """Attempts, created calls, chats, refusals, settled minutes, cost, chat messages and
+    feedback per group."""
     rows = reports.summarise(
         _redis(), redis_store.key("usage"), redis_store.key("call-events"), _since(since), by
     )
@@ -85,13 +86,14 @@ def usage_report(since, by, fmt):
     elif fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(
-            [by, "attempts", "created", *reasons, "minutes", "cost_usd", "chats", "messages"]
-        )
+        writer.writerow([by, "attempts", "created", *reasons, "minutes", "cost_usd", "chats",
+                         "messages", "feedback", "feedback_up", "positive_share"])  # fmt: skip
         for row in rows:
             refused = [row.refused[reason] for reason in reasons]
+            share = "" if row.positive_share is None else row.positive_share
             writer.writerow([row.group, row.attempts, row.created, *refused, row.minutes,
-                             row.cost_usd, row.chats, row.messages])  # fmt: skip
+                             row.cost_usd, row.chats, row.messages, row.feedback,
+                             row.feedback_up, share])  # fmt: skip
         click.echo(out.getvalue(), nl=False)
     else:
         _table(by, rows, [r for r in reasons if any(row.refused[r] for row in rows)])
@@ -99,28 +101,35 @@ def usage_report(since, by, fmt):
 
 def _table(by: str, rows: list, reasons: list[str]) -> None:
     """attempts and created first (as before), chats when there were any, the refusals
-    seen, then minutes, messages (with chats) and cost."""
+    seen, then minutes, messages (with chats) and cost; feedback and its positive share
+    last, when there was any."""
     total = reports.Row("total")
     for row in rows:
         total.attempts += row.attempts
         total.created += row.created
         total.chats += row.chats
         total.messages += row.messages
+        total.feedback += row.feedback
+        total.feedback_up += row.feedback_up
         total.refused.update(row.refused)
         total.duration_ms += row.duration_ms
         total.cost_cents += row.cost_cents
     chats = bool(total.chats or total.messages)
+    feedback = bool(total.feedback)
     headers = ["attempts", "created", *(["chats"] if chats else []), *reasons, "minutes",
-               *(["messages"] if chats else []), "cost_usd"]  # fmt: skip
+               *(["messages"] if chats else []), "cost_usd",
+               *(["feedback", "positive"] if feedback else [])]  # fmt: skip
 
     def cells(row) -> list[str]:
         refused = [str(row.refused[reason]) for reason in reasons]
         minutes = f"{row.duration_ms / 60000:.1f}"
         cost = f"{row.cost_cents / 100:.2f}"
+        share = "-" if row.positive_share is None else f"{row.positive_share:.0%}"
+        rated = [str(row.feedback), share] if feedback else []
         if not chats:
-            return [str(row.attempts), str(row.created), *refused, minutes, cost]
+            return [str(row.attempts), str(row.created), *refused, minutes, cost, *rated]
         return [str(row.attempts), str(row.created), str(row.chats), *refused, minutes,
-                str(row.messages), cost]  # fmt: skip
+                str(row.messages), cost, *rated]  # fmt: skip
 
     lines = [[by, *headers], *([row.group or "-", *cells(row)] for row in [*rows, total])]
     widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from app.http import calls, chat, cors, health, transcript, version, webhooks
+from app.http import calls, chat, cors, feedback, health, transcript, version, webhooks
 
 
 def init_app(app) -> None:
-    for module in (calls, chat, health, version, webhooks, transcript):
+    for module in (calls, chat, feedback, health, version, webhooks, transcript):
         app.register_blueprint(module.bp)
     cors.init_app(app)

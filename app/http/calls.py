@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import re
 import time
 
 import redis
@@ -32,9 +33,12 @@ from app.usage.entry import UsageEntry, anonymise_ip
 bp = Blueprint("calls", __name__, url_prefix="/api")
 log = logging.getLogger(__name__)
 
-BODY_FIELDS = ("agent_id", "metadata", "dynamic_variables", "verification")
+BODY_FIELDS = ("agent_id", "metadata", "dynamic_variables", "verification", "consent_version")
 MAX_PAIRS, MAX_KEY, MAX_VALUE = 20, 64, 200
-NOUNS = {"call": "calls", "chat": "chats"}  # what a refusal says the site may not start
+# The consent text's version the widget showed: visible ASCII, no spaces (fullmatch).
+CONSENT_VERSION = re.compile(r"[!-~]{1,64}")
+NOUNS = {"call": "calls", "chat": "chats"}  # what a rate limit says was started too often
+REFUSED = {"call": "start calls", "chat": "start chats", "feedback": "send feedback"}
 
 
 def _settings():
@@ -118,9 +122,17 @@ def parse_body() -> dict:
     token = body.get("verification", "")
     if "verification" in body and not (isinstance(token, str) and 0 < len(token) <= MAX_TOKEN):
         raise ApiError(400, "invalid_request", f"verification must be 1-{MAX_TOKEN} characters")
+    consent = body.get("consent_version", "")
+    if "consent_version" in body and not (
+        isinstance(consent, str) and CONSENT_VERSION.fullmatch(consent)
+    ):
+        raise ApiError(
+            400, "invalid_request", "consent_version must be 1-64 visible ASCII characters"
+        )
     return {
         "agent_id": agent_id,
         "verification": token,
+        "consent_version": consent,
         "metadata": _flat_strings("metadata", body.get("metadata", {})),
         "dynamic_variables": _flat_strings("dynamic_variables", body.get("dynamic_variables", {})),
     }
@@ -133,7 +145,7 @@ def unavailable(exc: Exception):
 
 
 def origin_refused(kind: str = "call"):
-    return ApiError(403, "origin_not_allowed", f"This site is not allowed to start {NOUNS[kind]}.")
+    return ApiError(403, "origin_not_allowed", f"This site is not allowed to {REFUSED[kind]}.")
 
 
 @bp.route("/create-web-call", methods=["POST", "OPTIONS"])
@@ -152,7 +164,7 @@ def admit_request(caller: Caller, kind: str) -> tuple[Decision, dict, UsageEntry
     refuse unless admitted: (decision, body, the attempt's usage entry) for an admitted
     call or chat; otherwise raises the refusal, already recorded."""
     body, body_error = read_body(caller)
-    entry = start_entry(caller, kind)
+    entry = start_entry(caller, kind, body["consent_version"] if body else "")
     decision = admit(caller, body, body_error, entry)
     if decision.outcome != admission.ORIGIN_DENIED:
         cors.allow(caller.raw_origin)  # the site is allowed: it may read why it was refused
@@ -163,18 +175,18 @@ def admit_request(caller: Caller, kind: str) -> tuple[Decision, dict, UsageEntry
     return decision, body, entry
 
 
-def read_body(caller: Caller) -> tuple[dict | None, ApiError | None]:
-    """Only a well-formed Origin's body is parsed (bounded: 8 KiB, any depth), before the
+def read_body(caller: Caller, parse=parse_body) -> tuple[dict | None, ApiError | None]:
+    """Only a well-formed Origin's body is parsed (bounded in size, any depth), before the
     allowlist answers, so that the decision, agent included, stays one round trip."""
     if not caller.origin:
         return None, None
     try:
-        return parse_body(), None
+        return parse(), None
     except ApiError as exc:
         return None, exc
 
 
-def start_entry(caller: Caller, kind: str = "call") -> UsageEntry:
+def start_entry(caller: Caller, kind: str = "call", consent_version: str = "") -> UsageEntry:
     ip = anonymise_ip(caller.ip, _settings().usage_ip_mode, current_app.config["USAGE_IP_HASH_KEY"])
     return UsageEntry.start(
         origin=caller.origin or caller.raw_origin,
@@ -182,6 +194,7 @@ def start_entry(caller: Caller, kind: str = "call") -> UsageEntry:
         user_agent=request.headers.get("User-Agent"),
         request_id=g.request_id,
         kind=kind,
+        consent_version=consent_version,
     )
 
 
@@ -307,9 +320,7 @@ def mint(decision: Decision, caller: Caller, body: dict, entry: UsageEntry, head
     """Creates the call upstream (never retried) and records the outcome: one round trip."""
     ledger = current_app.extensions["ledger"]
     entry = dataclasses.replace(entry, entry=decision.entry, agent_id=decision.agent_id)
-    metadata = {**body["metadata"], "origin": caller.origin}
-    if request.referrer:
-        metadata["page_url"] = request.referrer[:MAX_VALUE]
+    metadata = server_metadata(body, caller)
     # A budget's reservation is the call's length limit; else the configured cap, if any.
     max_call_ms = decision.reserved_ms if decision.budgeted else _settings().max_call_duration_ms
     try:
@@ -337,6 +348,18 @@ def mint(decision: Decision, caller: Caller, body: dict, entry: UsageEntry, head
     )
     # Signed here, no Redis: the live transcript's URL and token when the site has it on.
     return {**result, **transcript_grant(decision, result["call_id"], caller.origin)}
+
+
+def server_metadata(body: dict, caller: Caller) -> dict:
+    """The browser's metadata under what the gateway itself vouches for: its origin, the
+    page (Referer) and the consent version; the browser's own values for those never pass."""
+    metadata = {k: v for k, v in body["metadata"].items() if k != "consent_version"}
+    metadata["origin"] = caller.origin
+    if request.referrer:
+        metadata["page_url"] = request.referrer[:MAX_VALUE]
+    if body["consent_version"]:
+        metadata["consent_version"] = body["consent_version"]
+    return metadata
 
 
 def _record(entry: UsageEntry) -> None:

@@ -27,13 +27,13 @@ from app.errors import ApiError, upstream_error
 from app.extensions import chat_client
 from app.http import cors
 from app.http.calls import (
-    MAX_VALUE,
     Caller,
     admit_request,
     json_object,
     limit_headers,
     origin_refused,
     preflight,
+    server_metadata,
     start_entry,
     unavailable,
 )
@@ -195,9 +195,7 @@ def open_chat(
     round trip, which also closes a few expired chats."""
     ledger = current_app.extensions["chats"]
     entry = dataclasses.replace(entry, entry=decision.entry, agent_id=decision.agent_id)
-    metadata = {**body["metadata"], "origin": caller.origin}
-    if request.referrer:
-        metadata["page_url"] = request.referrer[:MAX_VALUE]
+    metadata = server_metadata(body, caller)
     try:
         chat_id, opening, latency_ms = chat_client.create_chat(
             decision.agent_id, metadata, body["dynamic_variables"]

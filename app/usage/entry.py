@@ -1,11 +1,13 @@
-"""The usage entry: one schema for every attempt to start a call or a chat, and for every
-chat's end, wherever it is written.
+"""The usage entry: one schema for every attempt to start a call or a chat, for every
+chat's end and for every feedback attempt, wherever it is written.
 
 An attempt's entry starts with what the request says (UsageEntry.start); then either the
 admission script records a refusal, filling the decided fields in the same round trip, or
 the route records the outcome after the upstream call (UsageEntry.decided). A chat's end
 entry (outcome "ended", or "expired" when its token ran out first) carries its visitor
-message count; entries written before `kind` existed are calls.
+message count; entries written before `kind` existed are calls. A feedback attempt (kind
+"feedback", app/http/feedback.py) is decided and written by its own script, with its rating
+and comment.
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import time
 FIELDS = (
     "ts", "outcome", "status", "error", "origin", "entry", "agent_id", "call_id",
     "upstream_ms", "request_id", "ip", "ua", "kind", "chat_id", "messages",
+    "consent_version", "rating", "comment",
 )  # fmt: skip
-KINDS = ("call", "chat")
+KINDS = ("call", "chat", "feedback")
 # Filled by whoever decides the outcome (the admission script or the route).
 DECIDED = ("outcome", "status", "error", "entry", "agent_id")
 OUTCOMES = (
@@ -30,6 +33,9 @@ OUTCOMES = (
     "upstream_error", "unavailable",
 )  # fmt: skip
 END_OUTCOMES = ("ended", "expired")  # a chat's end entry: not an attempt
+# A feedback attempt's own outcomes (it may also be origin_denied, invalid, rate_limited or
+# unavailable): not a call or chat attempt either.
+FEEDBACK_OUTCOMES = ("accepted", "unknown_call", "feedback_exists")
 ORIGIN_MAX, UA_MAX = 300, 200
 
 
@@ -50,12 +56,18 @@ class UsageEntry:
     kind: str = "call"
     chat_id: str = ""
     messages: str = ""  # a chat's end entry: visitor messages sent
+    consent_version: str = ""  # the consent text the visitor agreed to (calls, chats)
+    rating: str = ""  # feedback: up or down
+    comment: str = ""  # feedback: the visitor's words, bounded and cleaned
 
     @classmethod
-    def start(cls, *, origin, ip, user_agent, request_id, kind="call") -> UsageEntry:
+    def start(
+        cls, *, origin, ip, user_agent, request_id, kind="call", consent_version=""
+    ) -> UsageEntry:
         return cls(
             ts=str(int(time.time() * 1000)),
             kind=kind,
+            consent_version=consent_version,
             origin=(origin or "")[:ORIGIN_MAX],
             ip=ip,
             ua=(user_agent or "")[:UA_MAX],

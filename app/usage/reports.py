@@ -54,13 +54,16 @@ def scan(
 @dataclasses.dataclass
 class Row:
     """One group of `usage report`: attempts by outcome (created calls and chats apart),
-    settled minutes and cost, and the visitor messages of the chats that ended."""
+    settled minutes and cost, the visitor messages of the chats that ended, and the
+    feedback taken."""
 
     group: str
     attempts: int = 0
     created: int = 0  # calls
     chats: int = 0  # chats started
     messages: int = 0  # visitor messages, counted when their chat ended
+    feedback: int = 0  # feedback accepted (refused feedback is on the stream only)
+    feedback_up: int = 0  # of which thumbs up
     refused: collections.Counter = dataclasses.field(default_factory=collections.Counter)
     duration_ms: int = 0
     cost_cents: decimal.Decimal = decimal.Decimal(0)
@@ -73,6 +76,11 @@ class Row:
     def cost_usd(self) -> float:
         return round(float(self.cost_cents / 100), 6)
 
+    @property
+    def positive_share(self) -> float | None:
+        """up / (up + down), or None without feedback."""
+        return round(self.feedback_up / self.feedback, 4) if self.feedback else None
+
     def as_dict(self, reasons: tuple[str, ...] = REFUSALS) -> dict:
         return {
             "group": self.group,
@@ -83,6 +91,9 @@ class Row:
             "cost_usd": self.cost_usd,
             "chats": self.chats,
             "messages": self.messages,
+            "feedback": self.feedback,
+            "feedback_up": self.feedback_up,
+            "positive_share": self.positive_share,
         }
 
 
@@ -133,8 +144,9 @@ def summarise(
 ) -> list[Row]:
     """Rows per group over the window: day and month in order, others most attempts first.
 
-    Attempts, created calls and chats come from the usage stream, and messages from its
-    chat end entries (in the group of the end). Minutes are each call's last call_ended duration
+    Attempts, created calls and chats come from the usage stream, messages from its chat
+    end entries (in the group of the end), and feedback from its accepted feedback entries
+    (which are not attempts). Minutes are each call's last call_ended duration
     and cost its latest cost_cents, both in the group of that call_ended (for day and month,
     its date; a cost without a call_ended in the window goes to the cost event's group).
     Both streams are read in batches; what stays in memory is one counter row per group and
@@ -149,8 +161,14 @@ def summarise(
         return rows[group]
 
     for entry_id, fields in scan(client, usage_stream, start, batch):
-        target = row(_group(by, entry_id, fields))
         outcome = fields.get("outcome", "")
+        if fields.get("kind") == "feedback":
+            if outcome == "accepted":
+                target = row(_group(by, entry_id, fields))
+                target.feedback += 1
+                target.feedback_up += fields.get("rating") == "up"
+            continue
+        target = row(_group(by, entry_id, fields))
         if outcome in END_OUTCOMES:  # a chat's end: its messages, not an attempt
             target.messages += _duration(fields.get("messages"))
             continue
