@@ -1,5 +1,5 @@
-// Builds dist/v1/* (loader, CSS, lazily loaded engines, verification checks, chat, live
-// transcript) and dist/manifest.json.
+// Builds dist/v1/* (the CDN files: loader, CSS, lazily loaded parts), dist/esm/* (the npm
+// package's ES modules) and dist/manifest.json.
 import { build } from 'esbuild';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
@@ -24,42 +24,50 @@ const common = {
 };
 
 const sri = (name) => `sha384-${createHash('sha384').update(readFileSync(`${OUT}/${name}`)).digest('base64')}`;
-const LANGS = ['es', 'fr', 'de']; // src/i18n/<lang>.js -> i18n-<lang>.js (English is built in)
-const LAZY = [
-  'retell-widget.css',
-  'engine-gateway.js',
-  'engine-livekit.js',
-  'verify.js',
-  'chat.js',
-  'chat.css',
-  'transcript.js',
-  'transcript.css',
-  ...LANGS.map((l) => `i18n-${l}.js`),
-];
+// The parts the loader fetches: <name>.js from src/<module>, handing its default export to
+// RetellWidget._define(name) (the npm build imports the same modules: src/index.js).
+const PARTS = {
+  'engine-gateway': 'engines/gateway.js',
+  'engine-livekit': 'engines/livekit.js',
+  verify: 'verify/index.js',
+  chat: 'chat/index.js',
+  transcript: 'transcript/index.js',
+  consent: 'consent/index.js',
+  feedback: 'feedback/index.js',
+  'i18n-es': 'i18n/es.js', // English is built in
+  'i18n-fr': 'i18n/fr.js',
+  'i18n-de': 'i18n/de.js',
+};
+const SHEETS = {
+  'retell-widget': 'widget.css',
+  chat: 'chat/chat.css',
+  transcript: 'transcript/transcript.css',
+  consent: 'consent/consent.css',
+  feedback: 'feedback/feedback.css',
+};
+const LAZY = [...Object.keys(SHEETS).map((n) => `${n}.css`), ...Object.keys(PARTS).map((n) => `${n}.js`)];
 
 // The proof-of-work worker's source, built first: verify.js carries it as a string and starts
 // it from a Blob (a worker must be same-origin with the page), so the hash the loader pins
 // verify.js with also covers the worker's code.
 const worker = await build({ ...common, entryPoints: ['src/verify/pow-worker.js'], write: false });
-const POW_WORKER = JSON.stringify(worker.outputFiles[0].text);
+common.define.__POW_WORKER__ = JSON.stringify(worker.outputFiles[0].text);
 
 // Lazily loaded files first: the loader embeds their hashes, used when the page loaded
 // the loader itself with SRI.
 await Promise.all([
-  build({ ...common, entryPoints: ['src/widget.css'], outfile: `${OUT}/retell-widget.css` }),
-  build({ ...common, entryPoints: ['src/engines/gateway.js'], outfile: `${OUT}/engine-gateway.js` }),
-  build({ ...common, entryPoints: ['src/engines/livekit.js'], outfile: `${OUT}/engine-livekit.js` }),
-  build({ ...common, entryPoints: ['src/chat/index.js'], outfile: `${OUT}/chat.js` }),
-  build({ ...common, entryPoints: ['src/chat/chat.css'], outfile: `${OUT}/chat.css` }),
-  build({ ...common, entryPoints: ['src/transcript/index.js'], outfile: `${OUT}/transcript.js` }),
-  build({ ...common, entryPoints: ['src/transcript/transcript.css'], outfile: `${OUT}/transcript.css` }),
-  ...LANGS.map((l) => build({ ...common, entryPoints: [`src/i18n/${l}.js`], outfile: `${OUT}/i18n-${l}.js` })),
-  build({
-    ...common,
-    entryPoints: ['src/verify/index.js'],
-    outfile: `${OUT}/verify.js`,
-    define: { ...common.define, __POW_WORKER__: POW_WORKER },
-  }),
+  ...Object.entries(SHEETS).map(([name, src]) => build({ ...common, entryPoints: [`src/${src}`], outfile: `${OUT}/${name}.css` })),
+  ...Object.entries(PARTS).map(([name, src]) =>
+    build({
+      ...common,
+      stdin: {
+        contents: `import part from './src/${src}';\nRetellWidget._define(${JSON.stringify(name)}, part);\n`,
+        resolveDir: '.',
+        sourcefile: `${name}.entry.js`,
+      },
+      outfile: `${OUT}/${name}.js`,
+    }),
+  ),
 ]);
 const hashes = Object.fromEntries(LAZY.map((name) => [name, sri(name)]));
 await build({
@@ -67,6 +75,27 @@ await build({
   entryPoints: ['src/loader.js'],
   outfile: `${OUT}/retell-widget.js`,
   define: { ...common.define, __SRI__: JSON.stringify(hashes) },
+});
+
+// The npm package's ES modules (package.json "exports"): the widget, whose parts become chunks
+// the page's bundler can split again, and the framework wrappers, sharing one copy of it.
+// css:<name> imports are the stylesheets just built, as strings.
+const cssText = {
+  name: 'css-text',
+  setup(b) {
+    b.onResolve({ filter: /^css:/ }, (a) => ({ path: a.path.slice(4), namespace: 'css' }));
+    b.onLoad({ filter: /.*/, namespace: 'css' }, (a) => ({ contents: readFileSync(`${OUT}/${a.path}.css`, 'utf8'), loader: 'text' }));
+  },
+};
+await build({
+  ...common,
+  format: 'esm',
+  splitting: true,
+  entryPoints: { index: 'src/index.js', react: 'src/react/index.js', vue: 'src/vue/index.js' },
+  outdir: `${TMP}/esm`,
+  chunkNames: 'chunks/[name]-[hash]',
+  external: ['react', 'react-dom', 'vue'],
+  plugins: [cssText],
 });
 
 const files = {};

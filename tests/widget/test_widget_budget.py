@@ -13,6 +13,8 @@ ENGINE_BUDGET = 6 * 1024  # v3 gateway engine, gzipped
 VERIFY_BUDGET = 4 * 1024  # verify.js (proof-of-work solver and worker, captcha glue), gzipped
 CHAT_BUDGET = 7 * 1024  # chat.js + chat.css, fetched together on the first "Type instead", gzipped
 TRANSCRIPT_BUDGET = 2 * 1024  # transcript.js + transcript.css, when a call with one goes live
+CONSENT_BUDGET = 2 * 1024  # consent.js + consent.css, before the first call where a site asks
+FEEDBACK_BUDGET = 2 * 1024  # feedback.js + feedback.css, after a call where a site asks
 
 
 def manifest():
@@ -29,6 +31,9 @@ def test_size_budgets():
     assert chat <= CHAT_BUDGET, f"chat JS+CSS is {chat} B gzipped"
     transcript = files["v1/transcript.js"]["gzip"] + files["v1/transcript.css"]["gzip"]
     assert transcript <= TRANSCRIPT_BUDGET, f"transcript JS+CSS is {transcript} B gzipped"
+    for part, budget in (("consent", CONSENT_BUDGET), ("feedback", FEEDBACK_BUDGET)):
+        size = files[f"v1/{part}.js"]["gzip"] + files[f"v1/{part}.css"]["gzip"]
+        assert size <= budget, f"{part} JS+CSS is {size} B gzipped"
 
 
 def test_manifest_matches_files():
@@ -44,6 +49,10 @@ def test_manifest_matches_files():
         "v1/chat.css",
         "v1/transcript.js",
         "v1/transcript.css",
+        "v1/consent.js",
+        "v1/consent.css",
+        "v1/feedback.js",
+        "v1/feedback.css",
         "v1/i18n-es.js",
         "v1/i18n-fr.js",
         "v1/i18n-de.js",

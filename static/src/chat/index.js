@@ -138,7 +138,7 @@ function createChat(w, load) {
     let answer = await ask();
     if (!stale() && /^verification_/.test(answer[1]?.error)) {
       try {
-        answer = await (await load('verify', 'verify.js'))(check, answer[1], ask, stale);
+        answer = await (await load('verify'))(check, answer[1], ask, stale);
       } catch (e) {
         console.error('[retell-widget]', e);
         if (!stale()) refused = 'unavailable';
@@ -327,4 +327,4 @@ function createChat(w, load) {
   };
 }
 
-RetellWidget._define('chat', createChat);
+export default createChat;

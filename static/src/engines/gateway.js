@@ -182,4 +182,4 @@ function createGatewayEngine(emit) {
   };
 }
 
-RetellWidget._define('gateway', createGatewayEngine);
+export default createGatewayEngine;

@@ -70,4 +70,4 @@ function createLiveKitEngine(emit) {
   };
 }
 
-RetellWidget._define('livekit', createLiveKitEngine);
+export default createLiveKitEngine;

@@ -1,5 +1,5 @@
 // German strings, loaded only on pages in that language (src/i18n.js).
-RetellWidget._define('de', {
+export default {
   call: 'Mit unserem KI-Agenten sprechen',
   open_chat: 'Mit unserem KI-Agenten chatten',
   type: 'Lieber schreiben',
@@ -36,4 +36,4 @@ RetellWidget._define('de', {
   h_connect_failed: 'Ihr Netzwerk blockiert möglicherweise Anrufe. Versuchen Sie es erneut oder nutzen Sie ein anderes Netz.',
   e_call_dropped: 'Der Anruf wurde unterbrochen.',
   h_call_dropped: 'Prüfen Sie Ihre Verbindung und rufen Sie erneut an.',
-});
+};

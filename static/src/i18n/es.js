@@ -1,5 +1,5 @@
 // Spanish strings, loaded only on pages in that language (src/i18n.js).
-RetellWidget._define('es', {
+export default {
   call: 'Habla con nuestro agente de IA',
   open_chat: 'Chatea con nuestro agente de IA',
   type: 'Prefiero escribir',
@@ -36,4 +36,4 @@ RetellWidget._define('es', {
   h_connect_failed: 'Puede que tu red bloquee las llamadas. Reinténtalo o usa otra red.',
   e_call_dropped: 'La llamada se cortó.',
   h_call_dropped: 'Comprueba tu conexión y vuelve a llamar.',
-});
+};

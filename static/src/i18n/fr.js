@@ -1,5 +1,5 @@
 // French strings, loaded only on pages in that language (src/i18n.js).
-RetellWidget._define('fr', {
+export default {
   call: 'Parler à notre agent IA',
   open_chat: 'Discuter avec notre agent IA',
   type: 'Écrire plutôt',
@@ -36,4 +36,4 @@ RetellWidget._define('fr', {
   h_connect_failed: 'Votre réseau bloque peut-être les appels. Réessayez ou changez de réseau.',
   e_call_dropped: 'L’appel a été interrompu.',
   h_call_dropped: 'Vérifiez votre connexion et rappelez.',
-});
+};

@@ -78,4 +78,4 @@ function createTranscript(w) {
   };
 }
 
-RetellWidget._define('transcript', createTranscript);
+export default createTranscript;

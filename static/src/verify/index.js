@@ -41,4 +41,4 @@ async function check(w, body, ask, stale) {
   return [res, body];
 }
 
-RetellWidget._define('verify', check);
+export default check;

@@ -1,0 +1,1 @@
+export { RetellWidget } from '../index.js';
