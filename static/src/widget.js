@@ -425,7 +425,7 @@ export class RetellWidget {
     const wasLive = this.state === 'live';
     this.gen++;
     const durationMs = this.release();
-    const error = { code, message: STRINGS.en[`e_${code}`] || code, ...extra };
+    const error = { code, message: STRINGS.en[`e_${code}`], ...extra };
     this.set('error', error);
     if (wasLive) {
       this.fire('call-end', { durationMs, reason: code });

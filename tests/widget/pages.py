@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 
 # Test-only instrumentation, injected before any page script: records the widget's
@@ -30,6 +32,11 @@ INSTRUMENT = """
   };
 })();
 """
+
+
+def pinned(path) -> str:
+    """The integrity the loader pins a lazily loaded file with (SHA-256 of its bytes)."""
+    return "sha256-" + base64.b64encode(hashlib.sha256(path.read_bytes()).digest()).decode()
 
 
 def new_page(context):

@@ -14,6 +14,7 @@ from tests.widget.pages import (
     go_live,
     new_page,
     open_widget,
+    pinned,
     seed_page,
     start_result,
     text,
@@ -96,7 +97,7 @@ def test_sri_pins_lazily_loaded_files(
     link = page.evaluate(
         "document.querySelector('retell-widget').shadowRoot.querySelector('link').integrity"
     )
-    assert link == files["v1/retell-widget.css"]["integrity"]
+    assert link == pinned(DIST / "v1/retell-widget.css")
     assert start_result(page) == "live"
     page.evaluate("widget.stop()")
 
