@@ -18,7 +18,17 @@ import pytest
 from app import create_app
 from app.transcript import relay as relay_module
 from tests.conftest import ServedApp, app_config
-from tests.helpers import AGENT, AGENT_BODY, CHAT_AGENT, ORIGIN, post, post_http, send, start_chat
+from tests.helpers import (
+    AGENT,
+    AGENT_BODY,
+    CHAT_AGENT,
+    ORIGIN,
+    feedback,
+    post,
+    post_http,
+    send,
+    start_chat,
+)
 from tests.redis_nodes import Cluster, seconds_since
 from tests.test_transcript import lines_of, listen
 from tests.test_webhooks import deliver
@@ -88,14 +98,17 @@ def test_calls_chats_webhooks_and_the_cli_on_one_slot(cluster, owner, cluster_ap
     assert ended.status_code == 204
     settled = {"call_id": call.json["call_id"], "duration_ms": 61_000}
     assert deliver(client, fake_retell.api_key, "call_ended", settled).status_code == 204
+    assert feedback(client, call.json["call_id"], "up", comment="Great").status_code == 201
+    assert feedback(client, call.json["call_id"], "down").status_code == 409
     assert client.get("/api/health/ready").status_code == 200
 
     listed = cli(runner, "origins", "list")
     assert f"{ORIGIN}\t{AGENT}\t50\t" in listed and CHAT_AGENT in listed
     assert "created" in cli(runner, "usage", "tail")
     assert "total" in cli(runner, "usage", "report", "--by", "outcome")
+    assert "100%" in cli(runner, "usage", "report")  # the one feedback was up
     exported = cli(runner, "usage", "export", "--group", "warehouse")
-    assert exported.strip().endswith("3 exported")  # the call, the chat, its end
+    assert exported.strip().endswith("5 exported")  # the call, the chat, its end, 2 feedback
     cli(runner, "calls", "reconcile")
     cli(runner, "chats", "sweep")
     cli(runner, "origins", "remove", "https://client-b.com")
@@ -123,6 +136,11 @@ def test_one_round_trip_to_decide_and_one_to_record(owner, cluster_app, round_tr
     with round_trips() as count:
         assert post(client, origin="https://stranger.example").status_code == 403
     assert count() == 1
+    rated = post(client).json["call_id"]
+    assert feedback(client, rated).status_code == 201  # the feedback script loaded
+    with round_trips() as count:
+        assert feedback(client, rated).status_code == 409
+    assert count() == 1  # decided and recorded on the slot's primary
 
 
 def test_the_live_transcript_on_a_cluster(owner, cluster_app, fake_monitor, monkeypatch):

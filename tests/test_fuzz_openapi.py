@@ -12,6 +12,7 @@ per operation (the whole file runs in seconds).
 The chat routes that take a chat token cannot be reached by a random token: a generated
 token that the spec calls valid is swapped for a real chat's (a fresh chat each time), so
 their happy path is checked as well; the case stays exactly as valid as it was generated.
+The same for feedback: a well-formed call_id becomes a call just minted through the gateway.
 
 A second, table-driven test sends edge values that random generation rarely draws (a
 trailing newline, non-ASCII digits, null) and asserts that the server refuses exactly what
@@ -44,7 +45,8 @@ MAX_EXAMPLES = 100
 MAX_BODY = 8 * 1024  # docs/openapi.yaml, CreateWebCallRequest: 8192 bytes as sent
 # Each route's body limit, as sent (docs/openapi.yaml); the webhook's is 1 MiB.
 BODY_LIMITS = {"/api/create-web-call": MAX_BODY, "/api/chat": MAX_BODY,
-               "/api/chat/messages": 32 * 1024, "/api/chat/end": MAX_BODY}  # fmt: skip
+               "/api/chat/messages": 32 * 1024, "/api/chat/end": MAX_BODY,
+               "/api/feedback": 16 * 1024}  # fmt: skip
 
 # 413 is how the spec says an over-8-KiB body is refused, before any field is read and
 # whatever the fields hold. JSON Schema cannot say "at most 8192 bytes once serialized", and
@@ -98,12 +100,15 @@ HAPPY = {("POST", "/api/create-web-call"): 201, ("OPTIONS", "/api/create-web-cal
          ("POST", "/api/chat"): 201, ("OPTIONS", "/api/chat"): 204,
          ("POST", "/api/chat/messages"): 200, ("OPTIONS", "/api/chat/messages"): 204,
          ("POST", "/api/chat/end"): 204, ("OPTIONS", "/api/chat/end"): 204,
-         ("GET", "/api/chat/history"): 200, ("OPTIONS", "/api/chat/history"): 204}  # fmt: skip
+         ("GET", "/api/chat/history"): 200, ("OPTIONS", "/api/chat/history"): 204,
+         ("POST", "/api/feedback"): 201, ("OPTIONS", "/api/feedback"): 204}  # fmt: skip
 TOKEN_BODIES = ("/api/chat/messages", "/api/chat/end")
 HISTORY = SPEC["paths"]["/api/chat/history"]["get"]["parameters"]
 BEARER = re.compile(
     next(p for p in HISTORY if p.get("name") == "Authorization")["schema"]["pattern"]
 )
+CALL_ID = re.compile(SPEC["components"]["schemas"]["FeedbackRequest"]["properties"]["call_id"]
+                     ["pattern"])  # fmt: skip
 
 
 @pytest.fixture
@@ -115,7 +120,8 @@ def api(request, serve_app, allow_origin, redis):
     served = serve_app(
         RATE_LIMIT_PER_ORIGIN_DAY=0, RATE_LIMIT_CHATS_PER_ORIGIN_DAY=0,
         RATE_LIMIT_CHATS_PER_IP="1000 per minute", CHAT_MAX_MESSAGES=0,
-        CHAT_MESSAGES_PER_MINUTE=0, LOG_LEVEL="WARNING",
+        CHAT_MESSAGES_PER_MINUTE=0, RATE_LIMIT_FEEDBACK_PER_IP="1000 per minute",
+        LOG_LEVEL="WARNING",
     )  # fmt: skip
     served.statuses = collections.defaultdict(collections.Counter)
     failed = request.session.testsfailed
@@ -150,10 +156,15 @@ def test_api_conforms_to_its_spec(case, api, session):
 
 
 def use_a_real_chat(case, api, session) -> None:
-    """A chat token the spec calls valid becomes a fresh real chat's token."""
+    """A chat token the spec calls valid becomes a fresh real chat's token, and a call id
+    a fresh real call's."""
     if case.method.upper() == "OPTIONS":
         return
-    if case.path in TOKEN_BODIES and isinstance(case.body, dict):
+    if case.path == "/api/feedback" and isinstance(case.body, dict):
+        call_id = case.body.get("call_id")
+        if isinstance(call_id, str) and CALL_ID.search(call_id):
+            case.body["call_id"] = _fresh_call(api, session)
+    elif case.path in TOKEN_BODIES and isinstance(case.body, dict):
         token = case.body.get("chat_token")
         if isinstance(token, str) and 1 <= len(token) <= 1024:
             case.body["chat_token"] = _fresh_chat(api, session)
@@ -161,6 +172,14 @@ def use_a_real_chat(case, api, session) -> None:
         str((case.headers or {}).get("Authorization", ""))
     ):
         case.headers["Authorization"] = "Bearer " + _fresh_chat(api, session)
+
+
+def _fresh_call(api, session) -> str:
+    answer = session.post(
+        f"{api.url}/api/create-web-call", json={}, headers={"Origin": ORIGIN}, timeout=10
+    )
+    assert answer.status_code == 201, answer.text
+    return answer.json()["call_id"]
 
 
 def _fresh_chat(api, session) -> str:
@@ -207,6 +226,15 @@ BODIES = [
     {"metadata": {"k": {"nested": "x"}}},
     {"dynamic_variables": ["x"]},
     {"other": 1},
+    {"consent_version": "2026-01"},
+    {"consent_version": "x" * 64},
+    {"consent_version": "x" * 65},
+    {"consent_version": ""},
+    {"consent_version": None},
+    {"consent_version": "v1\n"},
+    {"consent_version": "v 1"},
+    {"consent_version": "\u0663"},
+    {"consent_version": 1},
 ]
 
 
@@ -281,3 +309,25 @@ def test_chat_messages_refuse_exactly_what_the_spec_refuses(content, make_app, r
     body = {"chat_token": token, "content": content}
     response = client.post("/api/chat/messages", json=body, headers={"Origin": ORIGIN})
     assert response.status_code == (200 if MESSAGE.is_valid(body) else 400), response.get_json()
+
+
+FEEDBACK = _validator({"$ref": "#/components/schemas/FeedbackRequest"})
+FEEDBACK_BODIES = [
+    {"rating": "up"}, {"rating": "down", "comment": "x" * 1000},
+    {"rating": "up", "comment": "x" * 1001}, {"rating": "up", "comment": ""},
+    {"rating": "up", "comment": " \r\n\t\u0000"}, {"rating": "up", "comment": "👋" * 1000},
+    {"rating": "up", "comment": None}, {"rating": "Up"}, {"rating": "up "}, {"rating": None},
+    {"rating": 1}, {}, {"rating": "up", "other": 1}, {"rating": "up", "call_id": "call_1\n"},
+    {"rating": "up", "call_id": ""}, {"rating": "up", "call_id": "c" * 129},
+    {"rating": "up", "call_id": "call_\u0663"}, {"rating": "up", "call_id": None},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("body", FEEDBACK_BODIES, ids=lambda b: json.dumps(b)[:50])
+def test_feedback_refuses_exactly_what_the_spec_refuses(body, make_app, allow_origin):
+    allow_origin(ORIGIN, AGENT)
+    client = make_app(LOG_LEVEL="WARNING").test_client()
+    call_id = client.post("/api/create-web-call", json={}, headers={"Origin": ORIGIN})
+    body = {"call_id": call_id.get_json()["call_id"], **body}
+    response = client.post("/api/feedback", json=body, headers={"Origin": ORIGIN})
+    assert response.status_code == (201 if FEEDBACK.is_valid(body) else 400), response.get_json()

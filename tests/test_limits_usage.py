@@ -329,6 +329,8 @@ def test_every_key_written_is_in_the_readme_key_table(client_factory, allow_orig
     assert (
         client.post("/api/chat/messages", json=body, headers={"Origin": ORIGIN}).status_code == 200
     )
+    rated = {"call_id": created.json["call_id"], "rating": "up", "comment": "ok"}
+    assert client.post("/api/feedback", json=rated, headers=pow_site).status_code == 201
     readme = (ROOT / "README.md").read_text()
     table = readme[readme.index("## Redis keys") : readme.index("### The same with the CLI")]
     patterns = [  # <placeholder> stands for any text; the rest is literal
@@ -350,5 +352,6 @@ def test_every_key_written_is_in_the_readme_key_table(client_factory, allow_orig
     assert {k for k in keys if k.startswith("widget:rl:chat:")} >= {
         "widget:rl:chat:ip:127.0.0.1:60", f"widget:rl:chat:messages:{chat['chat_id']}",
     }  # fmt: skip
+    assert "widget:rl:feedback:ip:127.0.0.1:60" in keys
     for key in keys:
         assert any(p.match(key) for p in patterns), key
