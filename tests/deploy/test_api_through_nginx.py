@@ -39,6 +39,30 @@ def test_allowed_origin_gets_a_token_with_exact_cors(stack, allow_origin, fake_r
     assert len(fake_retell.requests) == 1
 
 
+def test_feedback_next_to_create_web_call_through_nginx(stack, allow_origin, fake_retell):
+    """The widget posts to new URL('feedback', proxyEndpoint): /api/feedback."""
+    allow_origin(ORIGIN, AGENT)
+    call = create_call(stack, source="127.0.0.53")
+    assert call.status == 201, call.body
+    asked = {"Origin": ORIGIN, "Access-Control-Request-Method": "POST",
+             "Access-Control-Request-Headers": "content-type"}  # fmt: skip
+    preflight = fetch(stack.port, "/api/feedback", method="OPTIONS", headers=asked)
+    assert preflight.status == 204
+    assert preflight.header_all("Access-Control-Allow-Origin") == [ORIGIN]
+    comment = "\U0001f44d" * 1000  # the longest comment, every character escaped: 12 KB
+    body = json.dumps({"call_id": call.json()["call_id"], "rating": "up", "comment": comment})
+    headers = {"Content-Type": "application/json", "Origin": ORIGIN}
+    rated = fetch(stack.port, "/api/feedback", method="POST", headers=headers, body=body,
+                  source="127.0.0.53")  # fmt: skip
+    assert rated.status == 201, rated.body
+    assert rated.json() == {"call_id": call.json()["call_id"], "rating": "up"}
+    assert rated.header_all("Access-Control-Allow-Origin") == [ORIGIN]
+    assert_security_headers(rated)
+    again = fetch(stack.port, "/api/feedback", method="POST", headers=headers, body=body,
+                  source="127.0.0.53")  # fmt: skip
+    assert again.status == 409 and again.json()["error"] == "feedback_exists"
+
+
 def test_preflight_passes_through_untouched(stack, allow_origin, fake_retell):
     allow_origin(ORIGIN, AGENT)
     reply = fetch(
@@ -133,7 +157,7 @@ def allowed(reply) -> set[str]:
 @pytest.mark.parametrize(
     "path",
     ["/api/create-web-call", "/api/health", "/api/widget-version", "/api/chat",
-     "/api/chat/messages", "/api/chat/end", "/api/chat/history"],
+     "/api/chat/messages", "/api/chat/end", "/api/chat/history", "/api/feedback"],
 )  # fmt: skip
 def test_trace_is_a_json_405_with_the_apps_allow(stack, path):
     """nginx refuses TRACE itself, before any location: in the app's shape all the same."""

@@ -61,7 +61,7 @@ def test_oversized_body_is_413_json_and_not_proxied(static_nginx, upstream):
     assert len(upstream.requests) == before
 
 
-@pytest.mark.parametrize("path", ["/api/create-web-call", "/api/chat"])
+@pytest.mark.parametrize("path", ["/api/create-web-call", "/api/chat", "/api/feedback"])
 def test_limit_req_answers_429_json_per_client_address(tmp_path, dist_dir, upstream, path):
     with run_nginx(
         tmp_path,
@@ -98,6 +98,16 @@ def test_chat_messages_may_carry_2000_characters_of_any_script(tmp_path, dist_di
         assert 16 * 1024 < len(big) < 32 * 1024
         assert fetch(nginx.port, "/api/chat/messages", method="POST", body=big).status == 200
         assert fetch(nginx.port, "/api/chat", method="POST", body=big).status == 413
+
+
+def test_feedback_may_carry_1000_characters_of_any_script(static_nginx, upstream):
+    # 1,000 emoji as JSON escapes: 12 KB, within the app's 16 KiB; more is nginx's 413.
+    big = '{"call_id":"call_1","rating":"up","comment":"' + "\\ud83d\\ude00" * 1000 + '"}'
+    assert 12_000 < len(big) < 16 * 1024
+    assert fetch(static_nginx.port, "/api/feedback", method="POST", body=big).status == 200
+    assert upstream.requests[-1]["body"] == big.encode()
+    huge = fetch(static_nginx.port, "/api/feedback", method="POST", body="x" * 17_000)
+    assert huge.status == 413 and huge.json()["error"] == "payload_too_large"
 
 
 def test_upstream_down_is_503_json(tmp_path, dist_dir):
