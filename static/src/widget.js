@@ -65,6 +65,8 @@ export class RetellWidget {
     const tx = o.transcript;
     this.tx = tx === 'events' ? tx : tx === '' || (!!tx && tx !== 'false');
     const host = (this.host = document.createElement('retell-widget'));
+    host.widget = this; // a zero-JS embed's page finds its widget here
+    host.hidden = !ui; // headless: the element only carries data-state and the events
     host.dataset.position = POSITIONS.includes(o.position) ? o.position : POSITIONS[0];
     host.dataset.theme = THEMES.includes(o.theme) ? o.theme : THEMES[0];
     host.lang = LANGS.includes(lang) ? lang : 'en';
@@ -229,12 +231,12 @@ export class RetellWidget {
   start() {
     if (this.pending) return this.pending;
     if (this.state === 'live') return Promise.resolve();
-    this.pending = new Promise((resolve, reject) => {
+    const pending = (this.pending = new Promise((resolve, reject) => {
       this.resolve = resolve;
       this.reject = reject;
-    });
-    this.run(++this.gen);
-    return this.pending;
+    }));
+    this.run(++this.gen); // may settle at once (headless, no consent yet)
+    return pending;
   }
 
   async run(gen) {

@@ -171,6 +171,8 @@ export type Rating = 'up' | 'down';
 
 /** The `<retell-widget>` element, whose listeners know the widget's events. */
 export interface RetellWidgetElement extends HTMLElement {
+  /** The widget this element belongs to (how a zero-JS embed's page reaches it). */
+  readonly widget: RetellWidget;
   addEventListener<K extends keyof RetellWidgetEventMap>(
     type: K,
     listener: (this: RetellWidgetElement, ev: RetellWidgetEventMap[K]) => unknown,

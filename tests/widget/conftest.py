@@ -172,12 +172,12 @@ def shoot():
     return _shoot
 
 
-def _shoot(page, name: str, docs: bool = False) -> Path:
-    """Screenshot of the widget's corner. With WIDGET_DOC_SCREENSHOTS=1, `docs` shots also
-    refresh the committed copies in docs/screenshots (off by default: tests keep the tree clean).
-    """
+def _shoot(page, name: str, docs: bool = False, target: str = "retell-widget .w") -> Path:
+    """Screenshot of the widget's corner (or of `target`). With WIDGET_DOC_SCREENSHOTS=1,
+    `docs` shots also refresh the committed copies in docs/screenshots (off by default: tests
+    keep the tree clean)."""
     SHOTS.mkdir(parents=True, exist_ok=True)
-    box = page.locator("retell-widget .w").bounding_box()
+    box = page.locator(target).bounding_box()
     vp = page.viewport_size
     pad = 16
     x = max(0, box["x"] - pad)
