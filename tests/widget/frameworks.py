@@ -90,7 +90,8 @@ def open_app(page, page_server, root: Path, app: str, view: str, endpoint: str, 
     page.add_init_script(HOSTS)
     page.route(f"{page_server.origin}/app/{app}/**", serve)
     data = {"proxy-endpoint": endpoint, "agent-id": "agent_a", "view": view}
-    attrs = " ".join(f'data-{k}="{v}"' for k, v in data.items()) + (" data-strict" if strict else "")
+    attrs = " ".join(f'data-{k}="{v}"' for k, v in data.items())
+    attrs += " data-strict" if strict else ""
     url = page_server.add(
         f"""<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{app}</title></head>
 <body><div id="root" {attrs}></div>

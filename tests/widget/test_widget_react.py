@@ -153,7 +153,8 @@ function Custom() {
   seen = { state, widget, start: typeof start };
   return createElement('button', null, state);
 }
-const html = renderToString(createElement('div', null, createElement(RetellWidget, { proxyEndpoint: '/x' }), createElement(Custom)));
+const tree = [createElement(RetellWidget, { proxyEndpoint: '/x' }), createElement(Custom)];
+const html = renderToString(createElement('div', null, ...tree));
 const { version } = await import('react');
 console.log(JSON.stringify({ html, seen, added, version }));
 """

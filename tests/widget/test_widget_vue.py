@@ -137,7 +137,8 @@ const Custom = defineComponent({
     return () => h('button', null, `${state.value} ${widget.value}`);
   },
 });
-const app = createSSRApp({ render: () => h('div', [h(RetellWidget, { proxyEndpoint: '/x' }), h(Custom)]) });
+const tree = () => [h(RetellWidget, { proxyEndpoint: '/x' }), h(Custom)];
+const app = createSSRApp({ render: () => h('div', tree()) });
 const html = await renderToString(app);
 console.log(JSON.stringify({ html, added }));
 """

@@ -129,14 +129,14 @@ export const RetellWidget = defineComponent({
   name: 'RetellWidget',
   props: PROPS,
   emits: Object.keys(EMITS),
-  setup(props, { emit, expose }) {
+  setup(props, { emit }) {
     const handlers = Object.fromEntries(Object.entries(EMITS).map(([event, name]) => [name, (d) => emit(event, d)]));
-    const api = useRetellWidget(() => {
+    // Control from the page is the composable's; the component only draws and tells.
+    useRetellWidget(() => {
       const opts = { ...handlers };
       for (const k of Object.keys(PROPS)) if (props[k] !== undefined) opts[k] = props[k];
       return opts;
     });
-    expose(api); // a template ref reaches start(), stop(), state, ...
     return () => null;
   },
 });
