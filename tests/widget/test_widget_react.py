@@ -162,6 +162,9 @@ console.log(JSON.stringify({ html, seen, added, version }));
 
 @pytest.mark.parametrize("app", REACTS)
 def test_server_render_touches_nothing(app, root):
+    """And the module is marked for React Server Components: one may render <RetellWidget>."""
+    shipped = root / "node_modules" / "retell-widget" / "dist" / "esm" / "react.js"
+    assert shipped.read_text().startswith('"use client";')
     result = node(root, app, SSR)
     assert result["version"].startswith(app.removeprefix("react") + ".")
     assert result == {

@@ -1,6 +1,8 @@
 // React wrapper: `useRetellWidget(options)` and `<RetellWidget {...options} />` (renders null:
 // the widget draws itself in its own element). React is a peer dependency, never bundled.
 // Nothing runs at import and nothing before an effect, so a server render only returns null.
+// 'use client': a React Server Component (Next.js app/) may render <RetellWidget> directly.
+'use client';
 import { useCallback, useEffect, useRef, useState } from 'react';
 import { RetellWidget as Widget } from '../index.js';
 
