@@ -97,7 +97,7 @@ def test_headless_consent_is_the_pages(page, page_server, widget_origin, token_g
     assert not token_gateway.requests  # nothing was asked of the gateway
     page.evaluate("widget.agree()")
     assert page.evaluate("widget.start().then(() => 'live', (e) => e.code)") == "live"
-    assert token_gateway.requests[-1]["metadata"].get("consent_version") in (None, "v7")
+    assert token_gateway.requests[-1]["metadata"]["consent_version"] == "v7"
     page.evaluate("widget.stop()")
     # Remembered for this site and version: a new page with the same version just calls.
     other = new_page(page.context)
