@@ -461,6 +461,7 @@ export class RetellWidget {
     this.engine.setMuted(muted);
     this.$('mute').setAttribute('aria-pressed', String(muted));
     this.$('w').classList.toggle('muted', muted);
+    this.fire('mute', { muted });
   }
 
   // Feedback on the call that just ended: the form (feedback: true) sends it, or the page does

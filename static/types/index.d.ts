@@ -81,6 +81,9 @@ export interface WidgetError {
 export interface StateDetail {
   state: WidgetState;
 }
+export interface MuteDetail {
+  muted: boolean;
+}
 export interface CallStartDetail {
   callId: string;
 }
@@ -159,6 +162,7 @@ export interface RetellWidgetOptions {
 export interface RetellWidgetEventMap {
   'retell-widget:state': CustomEvent<StateDetail>;
   'retell-widget:call-start': CustomEvent<CallStartDetail>;
+  'retell-widget:mute': CustomEvent<MuteDetail>;
   'retell-widget:call-end': CustomEvent<CallEndDetail>;
   'retell-widget:error': CustomEvent<WidgetError>;
   'retell-widget:transcript': CustomEvent<TranscriptItem>;

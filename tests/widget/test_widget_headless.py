@@ -45,9 +45,14 @@ def test_example_page_drives_a_call_with_its_own_button(
     page.wait_for_function(f"{STATE} === 'live'", timeout=15000)
     assert states(page)[:4] == ["idle", "requesting-mic", "connecting", "live"]
     assert page.locator("#status").inner_text() == "Connected"
+    page.evaluate(
+        "window.mutes = []; widget.host.addEventListener('retell-widget:mute',"
+        " (e) => mutes.push(e.detail.muted))"
+    )
     mute = page.get_by_role("button", name="Mute")
     mute.click()
     assert page.evaluate("widget.muted") is True
+    assert page.evaluate("mutes") == [True]
     assert mute.get_attribute("aria-pressed") == "true"
     shoot(page, "headless-live", docs=True, target="main")
     # The microphone really is muted: the engine's track is disabled.
