@@ -243,7 +243,7 @@ def test_started_from_the_page_keeps_focus_on_the_page(
 
 
 @pytest.mark.parametrize("position", ["bottom-right", "bottom-left", "top-right", "top-left"])
-def test_every_position_fits(page, page_server, widget_origin, token_gateway, position):
+def test_every_position_fits(page, page_server, widget_origin, token_gateway, shoot, position):
     long = {**CONSENT, "text": " ".join([TEXT] * 12)}
     url = consent_page(page_server, widget_origin, token_gateway, long, position=position)
     open_widget(page, url)
@@ -259,6 +259,7 @@ def test_every_position_fits(page, page_server, widget_origin, token_gateway, po
         " return [p.scrollHeight > p.clientHeight, p.tabIndex]; })()"
     )
     assert scrolls == [True, 0]
+    shoot(page, f"consent-long-{position}")
 
 
 def test_headless_start_needs_the_pages_agreement(page, page_server, widget_origin, token_gateway):

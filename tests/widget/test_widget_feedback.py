@@ -82,7 +82,7 @@ def test_thumbs_and_comment_post_once_and_thank(
     down.click()
     assert pressed(page) == ["false", "false"] and send.is_disabled()
     down.click()
-    comment.fill("  The agent could not find my order.  ")
+    comment.fill("The agent could not find my order.   ")  # sent trimmed
     shoot(page, "feedback-form", docs=True)
     send.click()
     page.locator("retell-widget .feedback").get_by_text("Thanks for your feedback!").wait_for()
