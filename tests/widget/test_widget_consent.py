@@ -42,6 +42,15 @@ def token_asks(page) -> list[str]:
     return [u for u in page.requested if u.endswith("/api/create-web-call")]
 
 
+def errors(page) -> list[str]:
+    """Errors on the console, but the browser's own resource lines (a missing favicon)."""
+    return [
+        line
+        for line in page.console_lines
+        if line.startswith("error") and "Failed to load resource" not in line
+    ]
+
+
 def stored(page, key=KEY):
     return page.evaluate(f"localStorage.getItem({key!r})")
 
@@ -119,6 +128,8 @@ def test_consent_comes_before_the_microphone_and_the_token(
     assert token_gateway.requests[-1]["metadata"]["consent_version"] == "2024-06"
     assert stored(third, "retell-widget:consent:2024-06")
     third.evaluate("widget.stop()")
+    for p in (page, other, third):
+        assert not errors(p), p.console_lines
 
 
 def test_the_sites_text_is_text_and_only_http_links(
@@ -240,6 +251,7 @@ def test_started_from_the_page_keeps_focus_on_the_page(
     assert page.evaluate("window.started") == "cancelled"
     assert page.evaluate("document.querySelector('retell-widget')") is None
     assert token_gateway.requests == []
+    assert not errors(page), page.console_lines
 
 
 @pytest.mark.parametrize("position", ["bottom-right", "bottom-left", "top-right", "top-left"])

@@ -105,6 +105,11 @@ def test_thumbs_and_comment_post_once_and_thank(
     assert got[0] == "feedback_exists" and got[1]
     assert redis.hget(f"widget:call:{call_id}", "feedback") == "down"
     assert len(feedback_entries(usage_entries)) == 2  # that attempt was recorded, and refused
+    # The thanks stays; no error on the console but the browser's own for the 409 (and a
+    # missing favicon).
+    assert text(page, "feedback") == "Thanks for your feedback!"
+    errors = [line for line in page.console_lines if line.startswith("error")]
+    assert all("Failed to load resource" in line for line in errors), errors
 
 
 def test_feedback_given_elsewhere_is_refused_in_the_pages_language(

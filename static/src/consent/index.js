@@ -18,8 +18,11 @@ export default async function consent(w) {
   const t = (k) => w.o.labels?.[k] ?? STRINGS[w.host.lang]?.[k] ?? STRINGS.en[k];
   const c = w.o.consent || {};
   const gen = w.gen;
+  // Every way out of this state but Agree bumps the widget's run (stale: widget.js goes no
+  // further); any other way out would be no consent, so it rejects.
+  const quit = () => (w.gen === gen ? Promise.reject(new Error('consent: left without agreeing')) : undefined);
   await w.css('consent');
-  if (w.state !== 'consent') return;
+  if (w.state !== 'consent') return quit();
   const box = document.createElement('div');
   box.className = 'consent';
   box.innerHTML = '<p class="cs-text" id="cs-text"></p>';
@@ -50,14 +53,13 @@ export default async function consent(w) {
   announce();
   if (w.root.activeElement) agree.focus();
 
-  return new Promise((resolve, reject) => {
+  let agreed;
+  return new Promise((resolve) => {
     const esc = (e) => e.key === 'Escape' && w.stop();
     const moved = (e) => {
       if (e.detail.state === 'consent') return announce(); // relabelled (the page's language)
       done();
-      // Every way out of this state bumps the widget's run (stale); anything else is no consent.
-      if (w.gen === gen) reject(new Error('consent: the widget left its consent step'));
-      else resolve();
+      resolve(agreed || quit());
     };
     const done = () => {
       box.remove();
@@ -70,6 +72,7 @@ export default async function consent(w) {
     // Removed as the state moves on to requesting-mic: meanwhile consent.css hides it, so the
     // widget moves keyboard focus on to Cancel.
     agree.addEventListener('click', () => {
+      agreed = true;
       resolve();
       setTimeout(done);
     });

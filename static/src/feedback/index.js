@@ -81,6 +81,7 @@ export default function createFeedback(w, callId) {
         // Thanks, or why there is nothing left to send: the form goes.
         const focused = box.contains(w.root.activeElement);
         box.textContent = text;
+        view = () => {}; // and stays: a later send's refusal does not replace the thanks
         if (focused) w.$('retry').focus();
       } else e.hidden = !(e.textContent = text);
       sr(text);
