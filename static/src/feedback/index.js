@@ -51,8 +51,7 @@ export default function createFeedback(w, callId) {
     box.className = 'feedback';
     box.innerHTML = `<div class="fb-top"><p></p><div><button type="button" aria-pressed="false">${THUMB}</button><button type="button" aria-pressed="false">${THUMB}</button></div></div><label><span></span><textarea rows="2" maxlength="1000"></textarea></label><p hidden></p><button disabled></button>`;
     const [q, e] = box.querySelectorAll('p');
-    const [up, down, go] = box.querySelectorAll('button');
-    const input = box.querySelector('textarea');
+    const [up, down, input, go] = box.elements;
     const sr = (text) => (w.$('sr').textContent = text);
     q.textContent = t('feedback_question');
     up.setAttribute('aria-label', t('feedback_up'));
