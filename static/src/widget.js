@@ -52,6 +52,8 @@ export class RetellWidget {
   constructor(options = {}) {
     const o = (this.o = options);
     if (!o.proxyEndpoint && !o.chatEndpoint) throw new TypeError('RetellWidget: proxyEndpoint is required');
+    // The gateway takes 1-64 visible ASCII characters: say so now, not as a refused call.
+    if (o.consent && !/^[!-~]{1,64}$/.test(o.consent.version)) throw new TypeError('RetellWidget: consent.version must be 1-64 characters, no spaces');
     const lang = String(o.lang || document.documentElement.lang || navigator.language || 'en')
       .slice(0, 2)
       .toLowerCase();
@@ -114,7 +116,7 @@ export class RetellWidget {
     // Prefetch what the launcher starts when the visitor shows intent.
     // ...and the connection to the gateway the token request will use (nothing is sent).
     const intent = () => {
-      if (o.consent) load('consent').catch(() => {});
+      if (o.consent && !this.consented()) load('consent').catch(() => {});
       (mode === 'chat' ? this.chat() : load('engine-gateway')).catch(() => {});
       preconnect(o.proxyEndpoint);
     };
@@ -468,7 +470,13 @@ export class RetellWidget {
   // with a rating ('up' or 'down') and an optional comment. feedback.js posts it.
   feedback(rating, comment) {
     const id = this.callId;
-    const form = (this.fb ||= load('feedback').then((make) => make(this, id)));
+    const form = (this.fb ||= load('feedback').then(
+      (make) => make(this, id),
+      (e) => {
+        this.fb = null; // fetched again next time
+        throw e;
+      },
+    ));
     return rating ? form.then((f) => f.send(rating, comment)) : form;
   }
 

@@ -110,3 +110,11 @@ def test_headless_consent_is_the_pages(page, page_server, widget_origin, token_g
     other.wait_for_function(f"{STATE} === 'idle'")
     assert other.evaluate("widget.start().then(() => 'live', (e) => e.code)") == "live"
     other.evaluate("widget.stop()")
+    # A version the gateway would refuse fails at once, where the developer sees it.
+    thrown = other.evaluate(
+        """() => { try { new RetellWidget({proxyEndpoint: '/x', ui: false,
+                     consent: {text: 'Recorded.', version: 'summer 2026'}}); }
+                   catch (e) { return [e.name, e.message]; } }"""
+    )
+    assert thrown[0] == "TypeError" and "consent.version" in thrown[1]
+
