@@ -117,4 +117,3 @@ def test_headless_consent_is_the_pages(page, page_server, widget_origin, token_g
                    catch (e) { return [e.name, e.message]; } }"""
     )
     assert thrown[0] == "TypeError" and "consent.version" in thrown[1]
-
