@@ -3,42 +3,10 @@
 -- kind "chat" reads the chat grants and counts the chat limits (their own keys); minute
 -- budgets and concurrency caps are for calls only.
 -- A refusal is written to the usage stream here too, so saying no costs one round trip.
--- Input: ARGV[1], one JSON request; output: one JSON reply (app/policy/admission.py).
+-- Input: ARGV[1], one JSON request; output: one JSON reply (app/policy/admission.py); the
+-- request, safe(), record() and reply() are common.lua's.
 -- Keys are built from the prefix inside the script: single-node Redis (or Sentinel) only.
-local req = cjson.decode(ARGV[1])
-local prefix = req.prefix
 local chat = req.kind == 'chat'
-local problems = {}
-
-local function safe(...)
-  local res = redis.pcall(...)
-  if type(res) == 'table' and res.err then
-    problems[#problems + 1] = select(2, ...) .. ': ' .. res.err
-    return nil
-  end
-  return res
-end
-
--- The usage entry: the caller's fields in the schema's order, with what was decided here.
-local function record(decided)
-  local fields, usage = {}, req.usage
-  for _, name in ipairs(req.usage_order) do
-    fields[#fields + 1] = name
-    fields[#fields + 1] = tostring(decided[name] or usage[name] or '')
-  end
-  local res
-  if req.maxlen == 0 then
-    res = redis.pcall('XADD', prefix .. 'usage', '*', unpack(fields))
-  else
-    res = redis.pcall('XADD', prefix .. 'usage', 'MAXLEN', '~', req.maxlen, '*', unpack(fields))
-  end
-  if type(res) == 'table' and res.err then problems[#problems + 1] = 'usage: ' .. res.err end
-end
-
-local function reply(decision)
-  decision.problems = table.concat(problems, '; ')
-  return cjson.encode(decision)
-end
 
 -- A refusal: recorded with the status and error code the caller will answer with.
 local function refuse(outcome, entry, agent, reason)

@@ -20,10 +20,11 @@ import redis
 
 from app.policy.origins import candidate_entries
 from app.redis_clients import raise_if_readonly
+from app.usage import scripts
 from app.usage.entry import FIELDS, UsageEntry
 
 log = logging.getLogger(__name__)
-SCRIPT = Path(__file__).with_name("admission.lua").read_text()
+SCRIPT = scripts.load(Path(__file__).with_name("admission.lua"))
 AGENT_ID = re.compile(r"[A-Za-z0-9_-]{1,128}")  # what an agent grant may hold (fullmatch)
 
 # Outcomes, one vocabulary with the usage stream's (except "admitted", which is not an entry).

@@ -5,30 +5,7 @@
 --   event:    a verified webhook (or reconcile) about it; call_ended settles the minutes
 --             (the reservation is replaced by the real duration, in the period it was
 --             reserved in) and frees its live slots; one call-events entry
--- Input: ARGV[1], one JSON request; output: one JSON reply.
-local req = cjson.decode(ARGV[1])
-local prefix = req.prefix
-local problems = {}
-
-local function xadd(stream, order, values)
-  local fields = {}
-  for _, name in ipairs(order) do
-    fields[#fields + 1] = name
-    fields[#fields + 1] = tostring(values[name] or '')
-  end
-  local res
-  if req.maxlen == 0 then
-    res = redis.pcall('XADD', prefix .. stream, '*', unpack(fields))
-  else
-    res = redis.pcall('XADD', prefix .. stream, 'MAXLEN', '~', req.maxlen, '*', unpack(fields))
-  end
-  if type(res) == 'table' and res.err then problems[#problems + 1] = stream .. ': ' .. res.err end
-end
-
-local function reply(outcome)
-  return cjson.encode({outcome = outcome, problems = table.concat(problems, '; ')})
-end
-
+-- Input: ARGV[1], one JSON request; output: one JSON reply (both through common.lua).
 local function now_ms()
   local t = redis.call('TIME')
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -40,7 +17,7 @@ if req.replay then
   local written = req.op == 'created' and redis.call('EXISTS', prefix .. 'call:' .. req.call_id) == 1
   local marker = prefix .. 'replayed:' .. req.replay
   if written or not redis.call('SET', marker, req.op, 'NX', 'PX', req.record_ttl_ms) then
-    return reply('duplicate')
+    return reply({outcome = 'duplicate'})
   end
 end
 
@@ -60,7 +37,7 @@ if req.op == 'created' then
   redis.call('ZADD', open, req.minted_ms + req.reserved_ms + req.join_window_ms, req.call_id)
   redis.call('ZREMRANGEBYSCORE', open, '-inf', now_ms() - req.record_ttl_ms)  -- records gone
   xadd('usage', req.usage_order, req.usage)
-  return reply('created')
+  return reply({outcome = 'created'})
 end
 
 if req.op == 'released' then
@@ -69,7 +46,7 @@ if req.op == 'released' then
   end
   for _, live in ipairs(req.live) do redis.call('ZREM', live, req.pending) end
   xadd('usage', req.usage_order, req.usage)
-  return reply('released')
+  return reply({outcome = 'released'})
 end
 
 if req.op == 'event' then
@@ -79,10 +56,10 @@ if req.op == 'event' then
   local flat = redis.call('HGETALL', key)
   local record = {}
   for i = 1, #flat, 2 do record[flat[i]] = flat[i + 1] end
-  if not record.entry then return reply('unknown') end  -- not minted here (a phone call)
+  if not record.entry then return reply({outcome = 'unknown'}) end  -- not minted here (a phone call)
   local seen = prefix .. 'webhook:' .. req.call_id .. ':' .. req.event
   if not redis.call('SET', seen, '1', 'NX', 'PX', req.record_ttl_ms) then
-    return reply('duplicate')  -- Retell retries until it gets a 2xx
+    return reply({outcome = 'duplicate'})  -- Retell retries until it gets a 2xx
   end
   local event = req.values
   if req.event == 'call_ended' and record.settled ~= '1' then
@@ -103,7 +80,7 @@ if req.op == 'event' then
   event.entry, event.origin, event.agent_id = record.entry, record.origin, record.agent_id
   event.ts = now
   xadd('call-events', req.order, event)
-  return reply('accepted')
+  return reply({outcome = 'accepted'})
 end
 
 return redis.error_reply('unknown op')

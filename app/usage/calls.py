@@ -13,12 +13,13 @@ from pathlib import Path
 import redis
 
 from app.policy.admission import JOIN_WINDOW_MS, Decision
+from app.usage import scripts
 from app.usage.entry import UsageEntry
 from app.usage.ledger import Ledger
 from app.usage.stream import write_failures
 
 log = logging.getLogger(__name__)
-SCRIPT = Path(__file__).with_name("calls.lua").read_text()
+SCRIPT = scripts.load(Path(__file__).with_name("calls.lua"))
 RECORD_TTL_MS = 7 * 86_400_000  # a call record (and its webhook dedupe keys) lives a week
 # The call-events stream: one entry per accepted webhook event, in this order.
 EVENT_FIELDS = (

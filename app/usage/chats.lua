@@ -8,39 +8,7 @@
 --   status:   the entry and agent checks, counting nothing: whether it ended (the history)
 --   ended:    mark it ended (once) and write its end entry with its message count
 --   sweep:    end chats whose token expired (bounded), each with its end entry
--- Input: ARGV[1], one JSON request; output: one JSON reply.
-local req = cjson.decode(ARGV[1])
-local prefix = req.prefix
-local problems = {}
-
-local function xadd(values)
-  local fields = {}
-  for _, name in ipairs(req.usage_order) do
-    fields[#fields + 1] = name
-    fields[#fields + 1] = tostring(values[name] or '')
-  end
-  local res
-  if req.maxlen == 0 then
-    res = redis.pcall('XADD', prefix .. 'usage', '*', unpack(fields))
-  else
-    res = redis.pcall('XADD', prefix .. 'usage', 'MAXLEN', '~', req.maxlen, '*', unpack(fields))
-  end
-  if type(res) == 'table' and res.err then problems[#problems + 1] = 'usage: ' .. res.err end
-end
-
-local function safe(...)
-  local res = redis.pcall(...)
-  if type(res) == 'table' and res.err then
-    problems[#problems + 1] = select(2, ...) .. ': ' .. res.err
-    return nil
-  end
-  return res
-end
-
-local function reply(decision)
-  decision.problems = table.concat(problems, '; ')
-  return cjson.encode(decision)
-end
+-- Input: ARGV[1], one JSON request; output: one JSON reply (both through common.lua).
 
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -62,7 +30,7 @@ local function close(chat_id, record, outcome, usage)
   usage.kind, usage.outcome, usage.chat_id = 'chat', outcome, chat_id
   usage.origin, usage.entry, usage.agent_id = record.origin, record.entry, record.agent_id
   usage.messages = record.messages or '0'
-  xadd(usage)
+  xadd('usage', req.usage_order, usage)
 end
 
 -- Chats whose token expired (past a grace for clock differences between hosts), oldest first.
@@ -113,12 +81,12 @@ if req.op == 'created' then
              'request_id', req.usage.request_id)
   redis.call('PEXPIREAT', key, req.expires_ms + req.record_ttl_ms)
   redis.call('ZADD', live, req.expires_ms, req.chat_id)
-  xadd(req.usage)
+  xadd('usage', req.usage_order, req.usage)
   return reply({outcome = 'created', swept = sweep(req.sweep_batch)})
 end
 
 if req.op == 'failed' then
-  xadd(req.usage)
+  xadd('usage', req.usage_order, req.usage)
   return reply({outcome = 'failed', swept = sweep(req.sweep_batch)})
 end
 

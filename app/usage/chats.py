@@ -14,12 +14,13 @@ from pathlib import Path
 
 import redis
 
+from app.usage import scripts
 from app.usage.entry import UsageEntry
 from app.usage.ledger import Ledger
 from app.usage.stream import write_failures
 
 log = logging.getLogger(__name__)
-SCRIPT = Path(__file__).with_name("chats.lua").read_text()
+SCRIPT = scripts.load(Path(__file__).with_name("chats.lua"))
 RECORD_TTL_MS = 7 * 86_400_000  # a chat record outlives its token by a week, for the sweep
 SWEEP_BATCH = 20  # expired chats closed per chat start: bounded work on the request path
 SWEEP_GRACE_MS = 60_000  # gateway hosts' clocks may differ from Redis's by this much

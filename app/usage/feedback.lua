@@ -2,44 +2,16 @@
 -- origin entry -> (body) -> the per-IP rolling limit -> the call, minted for that same entry
 -- -> one feedback per call (HSETNX on the call record). Every attempt, accepted or not, is
 -- one usage entry, written here.
--- Input: ARGV[1], one JSON request; output: one JSON reply.
-local req = cjson.decode(ARGV[1])
-local prefix = req.prefix
-local problems = {}
-
-local function safe(...)
-  local res = redis.pcall(...)
-  if type(res) == 'table' and res.err then
-    problems[#problems + 1] = select(2, ...) .. ': ' .. res.err
-    return nil
-  end
-  return res
-end
-
--- The usage entry: the route's fields in the schema's order, with what was decided here.
-local function record(decided)
-  local fields, usage = {}, req.usage
-  for _, name in ipairs(req.usage_order) do
-    fields[#fields + 1] = name
-    fields[#fields + 1] = tostring(decided[name] or usage[name] or '')
-  end
-  local res
-  if req.maxlen == 0 then
-    res = redis.pcall('XADD', prefix .. 'usage', '*', unpack(fields))
-  else
-    res = redis.pcall('XADD', prefix .. 'usage', 'MAXLEN', '~', req.maxlen, '*', unpack(fields))
-  end
-  if type(res) == 'table' and res.err then problems[#problems + 1] = 'usage: ' .. res.err end
-end
+-- Input: ARGV[1], one JSON request; output: one JSON reply (both through common.lua).
 
 -- Records the attempt with the status and error code the route will answer with.
-local function finish(outcome, decided, reply)
+local function finish(outcome, decided, limits)
   local answer = req.answers[outcome]
   decided.outcome, decided.status, decided.error = outcome, answer.status, answer.error
   record(decided)
-  reply = reply or {}
-  reply.outcome, reply.problems = outcome, table.concat(problems, '; ')
-  return cjson.encode(reply)
+  local out = limits or {}
+  out.outcome = outcome
+  return reply(out)
 end
 
 -- Origin: the first candidate (exact, then wildcards) that is an allowlist entry.

@@ -15,10 +15,11 @@ from pathlib import Path
 
 import redis
 
+from app.usage import scripts
 from app.usage.entry import UsageEntry
 from app.usage.ledger import Ledger
 
-SCRIPT = Path(__file__).with_name("feedback.lua").read_text()
+SCRIPT = scripts.load(Path(__file__).with_name("feedback.lua"))
 
 # Outcome -> the status and error code the API answers with (and the stream records).
 ANSWERS = {
