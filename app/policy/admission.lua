@@ -16,12 +16,7 @@ local function refuse(outcome, entry, agent, reason)
   return {outcome = outcome, reason = reason or outcome, entry = entry or '', agent_id = agent or ''}
 end
 
--- Origin: the first candidate (exact, then wildcards) that is an allowlist entry.
-local entry
-for _, cand in ipairs(req.candidates) do
-  if safe('SISMEMBER', prefix .. 'origins', cand) == 1 then entry = cand break end
-end
-if not entry and req.implicit then entry = req.candidates[1] end
+local entry = origin_entry()
 if req.mode == 'preflight' then
   return reply({outcome = entry and 'admitted' or 'origin_denied', entry = entry or ''})
 end

@@ -16,6 +16,15 @@ local function safe(...)
   return res
 end
 
+-- The request's allowlist entry: the first of its origin's candidates (exact, then
+-- wildcards) that is one; with req.implicit, the origin itself. nil: not allowed.
+local function origin_entry()
+  for _, cand in ipairs(req.candidates or {}) do
+    if safe('SISMEMBER', prefix .. 'origins', cand) == 1 then return cand end
+  end
+  if req.implicit then return req.candidates[1] end
+end
+
 -- One stream entry, its fields in `order` (a missing value is empty), capped at req.maxlen.
 local function xadd(stream, order, values)
   local fields = {}

@@ -14,12 +14,7 @@ local function finish(outcome, decided, limits)
   return reply(out)
 end
 
--- Origin: the first candidate (exact, then wildcards) that is an allowlist entry.
-local entry
-for _, cand in ipairs(req.candidates) do
-  if safe('SISMEMBER', prefix .. 'origins', cand) == 1 then entry = cand break end
-end
-if not entry and req.implicit then entry = req.candidates[1] end
+local entry = origin_entry()
 if not entry then return finish('origin_denied', {entry = ''}) end
 
 if req.body_error then
