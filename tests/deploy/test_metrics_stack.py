@@ -111,15 +111,23 @@ def test_every_worker_is_counted_and_a_dead_ones_gauges_go(metered, redis, fake_
         return fetch(nginx.port, "/api/create-web-call", method="POST", body=body,
                      headers=headers, source=f"127.0.3.{i + 1}").status  # fmt: skip
 
-    with ThreadPoolExecutor(max_workers=40) as pool:
-        assert list(pool.map(one, range(40))) == [201] * 40
-    pids = {a["pid"] for a in access_lines(log) if a["path"] == "/api/create-web-call"}
+    # The kernel may hand one burst's connections all to one worker: bursts until both took
+    # some (at most three).
+    sent = 0
+    for _ in range(3):
+        barrier.reset()
+        with ThreadPoolExecutor(max_workers=40) as pool:
+            assert list(pool.map(one, range(40))) == [201] * 40
+        sent += 40
+        pids = {a["pid"] for a in access_lines(log) if a["path"] == "/api/create-web-call"}
+        if len(pids) == 2:
+            break
     assert len(pids) == 2, pids  # both workers answered creates
     for _ in range(6):  # whichever worker answers the scrape, it adds up both
         found = scrape(nginx.port)
-        assert created(found) - before == 40
+        assert created(found) - before == sent
     key = ("widget_upstream_seconds_count", (("api", "create-web-call"), ("status", "201")))
-    assert found[key] >= 40
+    assert found[key] >= sent
 
     [directory] = SHM.glob(f"widget-gateway-metrics-{master.pid}-*")  # made by the config
     victim = workers(master.pid)[0]
@@ -130,7 +138,7 @@ def test_every_worker_is_counted_and_a_dead_ones_gauges_go(metered, redis, fake_
     )
     assert wait_until(lambda: not (directory / f"gauge_livesum_{victim}.db").exists(), 10)
     assert (directory / f"counter_{victim}.db").exists()  # its totals stay counted
-    assert created(scrape(nginx.port)) - before == 40
+    assert created(scrape(nginx.port)) - before == sent
 
 
 def test_the_metrics_directory_is_removed_at_exit(tmp_path, redis_server, _fake_retell_server):
